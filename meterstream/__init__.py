@@ -1,0 +1,3 @@
+"""meterstream: usage-metering ingestion for usage-based billing (Kafka -> Flink -> PostgreSQL)."""
+
+__version__ = "0.1.0"

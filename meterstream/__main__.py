@@ -1,0 +1,5 @@
+"""`python -m meterstream` runs the CLI."""
+
+from meterstream.cli import app
+
+app()

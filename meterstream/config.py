@@ -1,0 +1,171 @@
+"""One frozen `Settings` object, built once at the edge from defaults < `METERSTREAM_*` environment.
+
+Every component gets its settings passed in; nothing reads the environment on its own.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from meterstream.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSettings:
+    """Kafka topic names; defined here once."""
+
+    raw: str = "meterstream.events.raw"
+    rejected: str = "meterstream.events.rejected"
+    partitions: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    """Where the Kafka broker is; the local stack starts one on this port."""
+
+    host: str = "127.0.0.1"
+    port: int = 19092
+    controller_port: int = 19093
+    topics: TopicSettings = field(default_factory=TopicSettings)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The `host:port` string clients connect to."""
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresSettings:
+    """Where PostgreSQL is; the local stack starts its own cluster on this port."""
+
+    host: str = "127.0.0.1"
+    port: int = 15432
+    database: str = "meterstream"
+    user: str = "meterstream"
+    password: str = field(default="meterstream", repr=False)
+
+    @property
+    def conninfo(self) -> str:
+        """A libpq connection string for psycopg."""
+        return (
+            f"host={self.host} port={self.port} dbname={self.database} "
+            f"user={self.user} password={self.password}"
+        )
+
+    @property
+    def jdbc_url(self) -> str:
+        """The JDBC URL the Flink JDBC connector writes to."""
+        return f"jdbc:postgresql://{self.host}:{self.port}/{self.database}"
+
+
+@dataclass(frozen=True, slots=True)
+class FlinkSettings:
+    """How the aggregation job runs; `meterstream.flink.env` is the one place that applies these."""
+
+    parallelism: int = 1
+    checkpoint_interval_ms: int = 5_000
+    #: Event ids are remembered this long for deduplication (the billing contract: 35 days).
+    dedup_ttl_days: int = 35
+    #: Per-period totals must outlive the longest period plus lateness, or a late event
+    #: would restart a total from zero; 70 days covers a 31-day month + 35 days of ids.
+    aggregate_ttl_days: int = 70
+    #: Upper bound on the delay between an event's arrival and its total in PostgreSQL.
+    mini_batch_latency_ms: int = 500
+    mini_batch_size: int = 5_000
+    jdbc_flush_rows: int = 5_000
+    jdbc_flush_interval_ms: int = 500
+    #: State backend: "hashmap" (heap) or "rocksdb" (production: 35 days of ids off the heap).
+    state_backend: str = "rocksdb"
+    rest_port: int = 18081
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """All of meterstream's settings."""
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    postgres: PostgresSettings = field(default_factory=PostgresSettings)
+    flink: FlinkSettings = field(default_factory=FlinkSettings)
+    #: Project-local directory for the local stack: jars, data, logs, pid files, checkpoints.
+    stack_dir: Path = PROJECT_ROOT / ".stack"
+    schemas_dir: Path = PROJECT_ROOT / "schemas"
+
+    def validate(self) -> None:
+        """Raise `ConfigError` listing every problem at once."""
+        problems: list[str] = []
+        ports = {
+            "kafka.port": self.kafka.port,
+            "kafka.controller_port": self.kafka.controller_port,
+            "postgres.port": self.postgres.port,
+            "flink.rest_port": self.flink.rest_port,
+        }
+        problems += [f"{name}={port} is not a TCP port" for name, port in ports.items()
+                     if not 0 < port < 65536]
+        if len(set(ports.values())) != len(ports):
+            problems.append(f"ports must differ: {ports}")
+        if self.flink.parallelism < 1:
+            problems.append("flink.parallelism must be >= 1")
+        if self.flink.state_backend not in ("hashmap", "rocksdb"):
+            problems.append("flink.state_backend must be 'hashmap' or 'rocksdb'")
+        if self.flink.aggregate_ttl_days < self.flink.dedup_ttl_days:
+            problems.append("flink.aggregate_ttl_days must be >= flink.dedup_ttl_days")
+        if self.kafka.topics.partitions < 1:
+            problems.append("kafka.topics.partitions must be >= 1")
+        if problems:
+            raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+
+
+def _coerce(raw: str, current: Any, name: str) -> Any:
+    if isinstance(current, bool):
+        return raw.lower() in ("1", "true", "yes", "on")
+    if isinstance(current, int):
+        try:
+            return int(raw)
+        except ValueError as exc:
+            msg = f"{name}={raw!r} is not an integer"
+            raise ConfigError(msg) from exc
+    if isinstance(current, Path):
+        return Path(raw)
+    return raw
+
+
+def _apply_env(obj: Any, prefix: str, env: dict[str, str]) -> Any:
+    changes: dict[str, Any] = {}
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        name = f"{prefix}_{f.name.upper()}"
+        if hasattr(value, "__dataclass_fields__"):
+            changes[f.name] = _apply_env(value, name, env)
+        elif name in env:
+            changes[f.name] = _coerce(env[name], value, name)
+    return replace(obj, **changes)
+
+
+def env_names(obj: Any = None, prefix: str = "METERSTREAM") -> dict[str, Any]:
+    """Every setting's environment variable name and current value, for `meterstream config`."""
+    obj = Settings() if obj is None else obj
+    out: dict[str, Any] = {}
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        name = f"{prefix}_{f.name.upper()}"
+        if hasattr(value, "__dataclass_fields__"):
+            out.update(env_names(value, name))
+        else:
+            out[name] = "***" if f.name == "password" else value
+    return out
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Build and validate the settings: defaults overridden by `METERSTREAM_*` variables.
+
+    Nested names join with underscores, e.g. `METERSTREAM_KAFKA_PORT=29092`,
+    `METERSTREAM_FLINK_PARALLELISM=2`, `METERSTREAM_KAFKA_TOPICS_RAW=my.raw.topic`.
+    """
+    settings = _apply_env(Settings(), "METERSTREAM", dict(os.environ if env is None else env))
+    settings.validate()
+    return settings

@@ -1,0 +1,84 @@
+"""The event envelope: CloudEvents 1.0 structured JSON, parsed and checked without Flink.
+
+    {"specversion": "1.0", "id": "evt-1", "source": "api-gateway", "type": "llm_tokens",
+     "subject": "acct-42", "time": "2026-10-31T23:59:59.250Z", "data": {"tokens": 812, ...}}
+
+`id` is the idempotency key, `subject` the account, `type` the meter, `time` the event time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from meterstream.rules.reasons import ReasonCode, Rejection
+
+REQUIRED = ("id", "source", "type", "subject", "time", "data")
+ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+MAX_ID_LENGTH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A structurally valid CloudEvent: the fields billing needs, typed."""
+
+    event_id: str
+    account_id: str
+    meter: str
+    source: str
+    event_time: datetime
+    data: dict[str, Any]
+
+
+def parse_time(value: str) -> datetime | None:
+    """Parse an RFC 3339 timestamp with an offset into UTC; None if invalid or naive.
+
+    >>> parse_time("2026-10-31T23:59:59.250Z")
+    datetime.datetime(2026, 10, 31, 23, 59, 59, 250000, tzinfo=datetime.timezone.utc)
+    >>> parse_time("2026-10-31 23:59:59") is None
+    True
+    """
+    if len(value) < 20 or value[10] not in "Tt":  # noqa: PLR2004 - shortest RFC 3339 length
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.astimezone(UTC)
+
+
+def parse_envelope(raw: str | bytes) -> Envelope | Rejection:
+    """Parse one raw Kafka payload into an `Envelope`, or say why it is rejected."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return Rejection(ReasonCode.MALFORMED_JSON, f"not JSON: {exc}")
+    if not isinstance(doc, dict):
+        return Rejection(ReasonCode.INVALID_ENVELOPE, "a CloudEvent must be a JSON object")
+    missing = [name for name in REQUIRED if doc.get(name) is None]
+    if missing:
+        return Rejection(ReasonCode.MISSING_FIELD, f"missing CloudEvents field(s): {', '.join(missing)}")
+    for name in ("id", "source", "type", "subject", "time"):
+        if not isinstance(doc[name], str) or not doc[name]:
+            return Rejection(ReasonCode.INVALID_ENVELOPE, f"{name} must be a non-empty string")
+    if len(doc["id"]) > MAX_ID_LENGTH:
+        return Rejection(ReasonCode.INVALID_ENVELOPE, f"id is longer than {MAX_ID_LENGTH} characters")
+    if not isinstance(doc["data"], dict):
+        return Rejection(ReasonCode.INVALID_ENVELOPE, "data must be a JSON object")
+    if not ACCOUNT_ID.match(doc["subject"]):
+        return Rejection(
+            ReasonCode.INVALID_ACCOUNT,
+            f"subject (account id) {doc['subject'][:64]!r} must match {ACCOUNT_ID.pattern}",
+        )
+    event_time = parse_time(doc["time"])
+    if event_time is None:
+        return Rejection(
+            ReasonCode.INVALID_TIMESTAMP,
+            f"time {doc['time'][:64]!r} is not an RFC 3339 timestamp with offset",
+        )
+    return Envelope(doc["id"], doc["subject"], doc["type"], doc["source"], event_time, doc["data"])

@@ -1,0 +1,125 @@
+"""DDL for the job's tables. Jobs and tests choose which connectors back the names the workflow uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meterstream.config import Settings
+
+#: The raw topic: one CloudEvent JSON document per record, keyed by account id.
+RAW_EVENTS_COLUMNS = """
+    payload STRING,
+    kafka_topic STRING METADATA FROM 'topic' VIRTUAL,
+    kafka_partition INT METADATA FROM 'partition' VIRTUAL,
+    kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL,
+    arrived_at TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
+    proc_time AS PROCTIME()
+"""
+
+USAGE_AGGREGATES_COLUMNS = """
+    account_id STRING,
+    meter STRING,
+    period_start DATE,
+    dimensions STRING,
+    quantity DECIMAL(38, 9),
+    event_count BIGINT,
+    first_event_at TIMESTAMP(3),
+    last_event_at TIMESTAMP(3),
+    last_arrived_at TIMESTAMP(3),
+    PRIMARY KEY (account_id, meter, period_start, dimensions) NOT ENFORCED
+"""
+
+REJECTED_EVENTS_COLUMNS = """
+    source_topic STRING,
+    source_partition INT,
+    source_offset BIGINT,
+    reason_code STRING,
+    detail STRING,
+    raw_payload STRING,
+    arrived_at TIMESTAMP(3),
+    PRIMARY KEY (source_topic, source_partition, source_offset) NOT ENFORCED
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SinkTables:
+    """The names of the tables the workflow writes to."""
+
+    usage_aggregates: str = "usage_aggregates"
+    rejected_events: str = "rejected_events"
+    rejected_topic: str | None = "rejected_events_topic"
+
+
+def _with(options: dict[str, str]) -> str:
+    return ",\n".join(f"    '{k}' = '{v}'" for k, v in options.items())
+
+
+def kafka_raw_events_ddl(
+    settings: Settings,
+    *,
+    name: str = "raw_events",
+    topic: str | None = None,
+    group_id: str = "meterstream-aggregate-usage",
+    bounded: bool = False,
+) -> str:
+    """The Kafka source of raw CloudEvents; `bounded` stops at the offsets current at start-up."""
+    options = {
+        "connector": "kafka",
+        "topic": topic or settings.kafka.topics.raw,
+        "properties.bootstrap.servers": settings.kafka.bootstrap_servers,
+        "properties.group.id": group_id,
+        "properties.isolation.level": "read_committed",
+        "scan.startup.mode": "earliest-offset",
+        "format": "raw",
+        "raw.charset": "UTF-8",
+    }
+    if bounded:
+        options["scan.bounded.mode"] = "latest-offset"
+    return f"CREATE TEMPORARY TABLE {name} ({RAW_EVENTS_COLUMNS}) WITH (\n{_with(options)}\n)"
+
+
+def _jdbc(settings: Settings, table: str) -> dict[str, str]:
+    pg = settings.postgres
+    return {
+        "connector": "jdbc",
+        # The JDBC connector has no TIMESTAMP_LTZ: timestamps travel as UTC wall-clock TIMESTAMP(3),
+        # so the session time zone is pinned to UTC (and the job's JVM runs with TZ=UTC).
+        "url": f"{pg.jdbc_url}?options=-c%20TimeZone%3DUTC",
+        "table-name": table,
+        "username": pg.user,
+        "password": pg.password,
+        "sink.buffer-flush.max-rows": str(settings.flink.jdbc_flush_rows),
+        "sink.buffer-flush.interval": f"{settings.flink.jdbc_flush_interval_ms} ms",
+        "sink.max-retries": "10",
+    }
+
+
+def jdbc_usage_aggregates_ddl(settings: Settings, *, name: str = "usage_aggregates") -> str:
+    """The PostgreSQL `usage_aggregates` table as an idempotent upsert sink (primary key)."""
+    options = _jdbc(settings, "usage_aggregates")
+    return f"CREATE TEMPORARY TABLE {name} ({USAGE_AGGREGATES_COLUMNS}) WITH (\n{_with(options)}\n)"
+
+
+def jdbc_rejected_events_ddl(settings: Settings, *, name: str = "rejected_events") -> str:
+    """The PostgreSQL `rejected_events` table; the Kafka position is the key, so replays are no-ops."""
+    options = _jdbc(settings, "rejected_events")
+    return f"CREATE TEMPORARY TABLE {name} ({REJECTED_EVENTS_COLUMNS}) WITH (\n{_with(options)}\n)"
+
+
+def kafka_rejected_events_ddl(
+    settings: Settings, *, name: str = "rejected_events_topic", topic: str | None = None
+) -> str:
+    """The rejected-events topic (JSON), written with Kafka transactions (exactly once)."""
+    options = {
+        "connector": "kafka",
+        "topic": topic or settings.kafka.topics.rejected,
+        "properties.bootstrap.servers": settings.kafka.bootstrap_servers,
+        "properties.transaction.timeout.ms": "900000",
+        "format": "json",
+        "sink.delivery-guarantee": "exactly-once",
+        "sink.transactional-id-prefix": f"meterstream-{name}",
+    }
+    columns = REJECTED_EVENTS_COLUMNS.replace(
+        "    PRIMARY KEY (source_topic, source_partition, source_offset) NOT ENFORCED\n", ""
+    ).rstrip().rstrip(",")
+    return f"CREATE TEMPORARY TABLE {name} ({columns}\n) WITH (\n{_with(options)}\n)"

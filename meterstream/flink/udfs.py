@@ -1,0 +1,75 @@
+"""Stateless Python UDFs: a few lines each, calling `meterstream.rules`. Run in thread mode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyflink.common import Row
+from pyflink.table import DataTypes
+from pyflink.table.udf import ScalarFunction, UserDefinedScalarFunctionWrapper, udf
+
+from meterstream.meters.registry import MeterRegistry
+from meterstream.rules.reasons import Rejection
+from meterstream.rules.validate import Validator
+
+# The Kafka position goes in and comes back out so that the accepted and the rejected branch call
+# the UDF identically: the planner then runs it once per event, not once per branch (a test in
+# tests/flink checks the plan).
+CHECKED_EVENT = DataTypes.ROW([
+    DataTypes.FIELD("reason", DataTypes.STRING()),
+    DataTypes.FIELD("detail", DataTypes.STRING()),
+    DataTypes.FIELD("raw_payload", DataTypes.STRING()),
+    DataTypes.FIELD("source_topic", DataTypes.STRING()),
+    DataTypes.FIELD("source_partition", DataTypes.INT()),
+    DataTypes.FIELD("source_offset", DataTypes.BIGINT()),
+    DataTypes.FIELD("event_id", DataTypes.STRING()),
+    DataTypes.FIELD("account_id", DataTypes.STRING()),
+    DataTypes.FIELD("meter", DataTypes.STRING()),
+    DataTypes.FIELD("event_time_ms", DataTypes.BIGINT()),
+    # ISO date string: thread mode cannot hand a Python date to the JVM (ClassCastException).
+    DataTypes.FIELD("period_start", DataTypes.STRING()),
+    DataTypes.FIELD("quantity", DataTypes.DECIMAL(38, 9)),
+])
+
+
+class CheckEvent(ScalarFunction):
+    """`check_event(payload, topic, partition, offset)`: validate one raw record.
+
+    `reason` is NULL when the event is accepted; `raw_payload` is set only when it is rejected.
+    """
+
+    def __init__(self, registry: MeterRegistry) -> None:
+        self._registry = registry
+        self._validator: Validator | None = None
+
+    def open(self, function_context: Any) -> None:  # noqa: ARG002 - Flink's signature
+        """Compile the meters' checks once per worker."""
+        self._validator = Validator(self._registry)
+
+    def eval(self, payload: str | None, topic: str, partition: int, offset: int) -> Row:
+        """Return the CHECKED_EVENT row for one Kafka record."""
+        assert self._validator is not None  # noqa: S101 - open() always runs first
+        raw = payload if payload is not None else ""
+        result = self._validator.validate(raw)
+        if isinstance(result, Rejection):
+            return Row(result.code.value, result.detail, raw, topic, partition, offset,
+                       None, None, None, None, None, None)
+        return Row(
+            None,
+            None,
+            None,
+            topic,
+            partition,
+            offset,
+            result.event_id,
+            result.account_id,
+            result.meter,
+            int(result.event_time.timestamp() * 1000),
+            result.period_start.isoformat(),
+            result.quantity,
+        )
+
+
+def check_event_udf(registry: MeterRegistry) -> UserDefinedScalarFunctionWrapper:
+    """The `check_event` UDF, carrying the meter definitions loaded on the client."""
+    return udf(CheckEvent(registry), result_type=CHECKED_EVENT)

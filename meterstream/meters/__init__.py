@@ -1,0 +1,1 @@
+"""Meter definitions: Avro schemas in `schemas/` plus their billing semantics."""

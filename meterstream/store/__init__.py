@@ -1,0 +1,1 @@
+"""PostgreSQL: migrations and the reads the CLI and API make."""
