@@ -13,6 +13,7 @@ from typing import Any
 from meterstream.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MAX_PORT = 65535
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +105,11 @@ class Settings:
             "postgres.port": self.postgres.port,
             "flink.rest_port": self.flink.rest_port,
         }
-        problems += [f"{name}={port} is not a TCP port" for name, port in ports.items()
-                     if not 0 < port < 65536]
+        problems += [
+            f"{name}={port} is not a TCP port"
+            for name, port in ports.items()
+            if not 0 < port <= MAX_PORT
+        ]
         if len(set(ports.values())) != len(ports):
             problems.append(f"ports must differ: {ports}")
         if self.flink.parallelism < 1:

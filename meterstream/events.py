@@ -62,12 +62,16 @@ def parse_envelope(raw: str | bytes) -> Envelope | Rejection:
         return Rejection(ReasonCode.INVALID_ENVELOPE, "a CloudEvent must be a JSON object")
     missing = [name for name in REQUIRED if doc.get(name) is None]
     if missing:
-        return Rejection(ReasonCode.MISSING_FIELD, f"missing CloudEvents field(s): {', '.join(missing)}")
+        return Rejection(
+            ReasonCode.MISSING_FIELD, f"missing CloudEvents field(s): {', '.join(missing)}"
+        )
     for name in ("id", "source", "type", "subject", "time"):
         if not isinstance(doc[name], str) or not doc[name]:
             return Rejection(ReasonCode.INVALID_ENVELOPE, f"{name} must be a non-empty string")
     if len(doc["id"]) > MAX_ID_LENGTH:
-        return Rejection(ReasonCode.INVALID_ENVELOPE, f"id is longer than {MAX_ID_LENGTH} characters")
+        return Rejection(
+            ReasonCode.INVALID_ENVELOPE, f"id is longer than {MAX_ID_LENGTH} characters"
+        )
     if not isinstance(doc["data"], dict):
         return Rejection(ReasonCode.INVALID_ENVELOPE, "data must be a JSON object")
     if not ACCOUNT_ID.match(doc["subject"]):

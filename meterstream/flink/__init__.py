@@ -1,1 +1,1 @@
-"""The Flink side: environment, table DDL, UDFs and the workflow. The only package importing pyflink."""
+"""The Flink side: environment, DDL, UDFs, the workflow. The only package that imports pyflink."""

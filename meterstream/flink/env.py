@@ -1,4 +1,4 @@
-"""The one place that configures Flink: checkpointing, state, TTLs, mini-batching, jars, Python mode."""
+"""The one place that configures Flink: checkpoints, state, TTLs, mini-batches, jars, Python."""
 
 from __future__ import annotations
 
@@ -71,5 +71,7 @@ def create_table_env(
         settings, job_name=job_name, checkpoint_dir=checkpoint_dir, restore_from=restore_from
     ).items():
         conf.set_string(key, value)
-    env_settings = EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(conf).build()
+    env_settings = (
+        EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(conf).build()
+    )
     return TableEnvironment.create(env_settings)

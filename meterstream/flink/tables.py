@@ -1,4 +1,4 @@
-"""DDL for the job's tables. Jobs and tests choose which connectors back the names the workflow uses."""
+"""DDL for the job's tables; jobs and tests choose the connectors behind the workflow's names."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def jdbc_usage_aggregates_ddl(settings: Settings, *, name: str = "usage_aggregat
 
 
 def jdbc_rejected_events_ddl(settings: Settings, *, name: str = "rejected_events") -> str:
-    """The PostgreSQL `rejected_events` table; the Kafka position is the key, so replays are no-ops."""
+    """The PostgreSQL `rejected_events` table, keyed by Kafka position: replays are no-ops."""
     options = _jdbc(settings, "rejected_events")
     return f"CREATE TEMPORARY TABLE {name} ({REJECTED_EVENTS_COLUMNS}) WITH (\n{_with(options)}\n)"
 
@@ -119,7 +119,11 @@ def kafka_rejected_events_ddl(
         "sink.delivery-guarantee": "exactly-once",
         "sink.transactional-id-prefix": f"meterstream-{name}",
     }
-    columns = REJECTED_EVENTS_COLUMNS.replace(
-        "    PRIMARY KEY (source_topic, source_partition, source_offset) NOT ENFORCED\n", ""
-    ).rstrip().rstrip(",")
+    columns = (
+        REJECTED_EVENTS_COLUMNS.replace(
+            "    PRIMARY KEY (source_topic, source_partition, source_offset) NOT ENFORCED\n", ""
+        )
+        .rstrip()
+        .rstrip(",")
+    )
     return f"CREATE TEMPORARY TABLE {name} ({columns}\n) WITH (\n{_with(options)}\n)"

@@ -15,21 +15,23 @@ from meterstream.rules.validate import Validator
 # The Kafka position goes in and comes back out so that the accepted and the rejected branch call
 # the UDF identically: the planner then runs it once per event, not once per branch (a test in
 # tests/flink checks the plan).
-CHECKED_EVENT = DataTypes.ROW([
-    DataTypes.FIELD("reason", DataTypes.STRING()),
-    DataTypes.FIELD("detail", DataTypes.STRING()),
-    DataTypes.FIELD("raw_payload", DataTypes.STRING()),
-    DataTypes.FIELD("source_topic", DataTypes.STRING()),
-    DataTypes.FIELD("source_partition", DataTypes.INT()),
-    DataTypes.FIELD("source_offset", DataTypes.BIGINT()),
-    DataTypes.FIELD("event_id", DataTypes.STRING()),
-    DataTypes.FIELD("account_id", DataTypes.STRING()),
-    DataTypes.FIELD("meter", DataTypes.STRING()),
-    DataTypes.FIELD("event_time_ms", DataTypes.BIGINT()),
-    # ISO date string: thread mode cannot hand a Python date to the JVM (ClassCastException).
-    DataTypes.FIELD("period_start", DataTypes.STRING()),
-    DataTypes.FIELD("quantity", DataTypes.DECIMAL(38, 9)),
-])
+CHECKED_EVENT = DataTypes.ROW(
+    [
+        DataTypes.FIELD("reason", DataTypes.STRING()),
+        DataTypes.FIELD("detail", DataTypes.STRING()),
+        DataTypes.FIELD("raw_payload", DataTypes.STRING()),
+        DataTypes.FIELD("source_topic", DataTypes.STRING()),
+        DataTypes.FIELD("source_partition", DataTypes.INT()),
+        DataTypes.FIELD("source_offset", DataTypes.BIGINT()),
+        DataTypes.FIELD("event_id", DataTypes.STRING()),
+        DataTypes.FIELD("account_id", DataTypes.STRING()),
+        DataTypes.FIELD("meter", DataTypes.STRING()),
+        DataTypes.FIELD("event_time_ms", DataTypes.BIGINT()),
+        # ISO date string: thread mode cannot hand a Python date to the JVM (ClassCastException).
+        DataTypes.FIELD("period_start", DataTypes.STRING()),
+        DataTypes.FIELD("quantity", DataTypes.DECIMAL(38, 9)),
+    ]
+)
 
 
 class CheckEvent(ScalarFunction):
@@ -52,8 +54,20 @@ class CheckEvent(ScalarFunction):
         raw = payload if payload is not None else ""
         result = self._validator.validate(raw)
         if isinstance(result, Rejection):
-            return Row(result.code.value, result.detail, raw, topic, partition, offset,
-                       None, None, None, None, None, None)
+            return Row(
+                result.code.value,
+                result.detail,
+                raw,
+                topic,
+                partition,
+                offset,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
         return Row(
             None,
             None,

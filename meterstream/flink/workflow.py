@@ -24,7 +24,8 @@ FROM {source}
 ACCEPTED_EVENTS = """
 CREATE TEMPORARY VIEW accepted_events AS
 SELECT c.event_id AS event_id, c.account_id AS account_id, c.meter AS meter,
-       TO_TIMESTAMP_LTZ(c.event_time_ms, 3) AS event_time, CAST(c.period_start AS DATE) AS period_start,
+       TO_TIMESTAMP_LTZ(c.event_time_ms, 3) AS event_time,
+       CAST(c.period_start AS DATE) AS period_start,
        c.quantity AS quantity, arrived_at, proc_time
 FROM checked_events
 WHERE c.reason IS NULL

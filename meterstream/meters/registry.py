@@ -66,8 +66,10 @@ def parse_meter(raw: dict[str, Any], source: str) -> MeterDefinition:
     try:
         aggregation = Aggregation(meta.get("aggregation"))
     except ValueError as exc:
-        msg = (f"{source}: aggregation {meta.get('aggregation')!r} is not one of "
-               f"{[a.value for a in Aggregation]}")
+        msg = (
+            f"{source}: aggregation {meta.get('aggregation')!r} is not one of "
+            f"{[a.value for a in Aggregation]}"
+        )
         raise SchemaError(msg) from exc
     value_field = meta.get("value_field")
     types = _field_types(raw)

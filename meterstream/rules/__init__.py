@@ -1,1 +1,1 @@
-"""Pure billing rules: validation, reason codes, periods, the oracle. No pyflink, Kafka or psycopg."""
+"""Pure billing rules: validation, reason codes, periods, the oracle. No pyflink/Kafka/psycopg."""

@@ -1,1 +1,1 @@
-"""The local stack: Kafka, PostgreSQL and Flink processes started and stopped by the project itself."""
+"""The local stack: Kafka, PostgreSQL and Flink, started and stopped by the project itself."""

@@ -41,31 +41,33 @@ def service(settings: Settings) -> Service:
 def server_properties(settings: Settings, data_dir: Path) -> str:
     """The broker configuration: one node, replication factor 1, loopback listeners."""
     k = settings.kafka
-    return "\n".join([
-        "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@{k.host}:{k.controller_port}",
-        f"listeners=PLAINTEXT://{k.host}:{k.port},CONTROLLER://{k.host}:{k.controller_port}",
-        f"advertised.listeners=PLAINTEXT://{k.host}:{k.port}",
-        "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        f"log.dirs={data_dir}",
-        f"num.partitions={k.topics.partitions}",
-        "offsets.topic.replication.factor=1",
-        "offsets.topic.num.partitions=4",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "transaction.state.log.num.partitions=4",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
-        "group.initial.rebalance.delay.ms=0",
-        # Flink's exactly-once Kafka sink opens transactions of up to this length.
-        "transaction.max.timeout.ms=3600000",
-        "auto.create.topics.enable=false",
-        "log.retention.hours=-1",
-        "",
-    ])
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@{k.host}:{k.controller_port}",
+            f"listeners=PLAINTEXT://{k.host}:{k.port},CONTROLLER://{k.host}:{k.controller_port}",
+            f"advertised.listeners=PLAINTEXT://{k.host}:{k.port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"log.dirs={data_dir}",
+            f"num.partitions={k.topics.partitions}",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=4",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=4",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            # Flink's exactly-once Kafka sink opens transactions of up to this length.
+            "transaction.max.timeout.ms=3600000",
+            "auto.create.topics.enable=false",
+            "log.retention.hours=-1",
+            "",
+        ]
+    )
 
 
 def _java() -> str:
@@ -91,13 +93,29 @@ def start(settings: Settings) -> bool:
     log4j = home / "log4j2.properties"
     log4j.write_text(LOG4J2.format(log=settings.stack_dir / "logs" / "kafka-server.log"))
     java = _java()
-    base = [java, "-Xms256m", "-Xmx1g", f"-Dlog4j2.configurationFile={log4j}",
-            "-cp", kafka_classpath(settings)]
+    base = [
+        java,
+        "-Xms256m",
+        "-Xmx1g",
+        f"-Dlog4j2.configurationFile={log4j}",
+        "-cp",
+        kafka_classpath(settings),
+    ]
     if not (data / "meta.properties").exists():
         fmt = subprocess.run(
-            [*base, "kafka.tools.StorageTool", "format", "-t", uuid.uuid4().hex[:22],
-             "-c", str(props), "--ignore-formatted"],
-            capture_output=True, text=True, check=False,
+            [
+                *base,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                uuid.uuid4().hex[:22],
+                "-c",
+                str(props),
+                "--ignore-formatted",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if fmt.returncode != 0:
             msg = f"formatting Kafka storage in {data} failed:\n{fmt.stdout}{fmt.stderr}"
@@ -138,8 +156,11 @@ def create_topics(settings: Settings, names: list[str], partitions: int | None =
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
     existing = set(admin.list_topics(timeout=10).topics)
     wanted = [
-        NewTopic(name, num_partitions=partitions or settings.kafka.topics.partitions,
-                 replication_factor=1)
+        NewTopic(
+            name,
+            num_partitions=partitions or settings.kafka.topics.partitions,
+            replication_factor=1,
+        )
         for name in names
         if name not in existing
     ]

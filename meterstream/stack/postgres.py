@@ -68,7 +68,9 @@ def running(settings: Settings) -> bool:
         return False
     result = subprocess.run(
         [*_run_as(), _tool("pg_ctl"), "status", "-D", str(data)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return result.returncode == 0
 
@@ -88,18 +90,49 @@ def start(settings: Settings) -> bool:
         pwfile = home / "pwfile"
         pwfile.write_text(pg.password + "\n")
         _chown(home)
-        _run([*_run_as(), _tool("initdb"), "-D", str(data), "-U", pg.user, "-E", "UTF8",
-              "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256",
-              f"--pwfile={pwfile}"], "initdb")
+        _run(
+            [
+                *_run_as(),
+                _tool("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                pg.user,
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}",
+            ],
+            "initdb",
+        )
         pwfile.unlink()
     _chown(home)
     log = logs / "postgres.log"
     log.touch()
     _chown(log)
-    options = (f"-p {pg.port} -c listen_addresses={pg.host} -k {sockets} "
-               "-c fsync=on -c max_connections=200 -c shared_buffers=256MB")
-    _run([*_run_as(), _tool("pg_ctl"), "start", "-D", str(data), "-l", str(log),
-          "-o", options, "-w", "-t", "60"], "starting PostgreSQL")
+    options = (
+        f"-p {pg.port} -c listen_addresses={pg.host} -k {sockets} "
+        "-c fsync=on -c max_connections=200 -c shared_buffers=256MB"
+    )
+    _run(
+        [
+            *_run_as(),
+            _tool("pg_ctl"),
+            "start",
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+        ],
+        "starting PostgreSQL",
+    )
     wait_until(lambda: port_open(pg.port, pg.host), 30, "PostgreSQL", log)
     _ensure_database(settings, sockets)
     return True
@@ -107,8 +140,19 @@ def start(settings: Settings) -> bool:
 
 def _ensure_database(settings: Settings, sockets: Path) -> None:
     pg = settings.postgres
-    psql = [*_run_as(), _tool("psql"), "-h", str(sockets), "-p", str(pg.port), "-U", pg.user,
-            "-d", "postgres", "-tAc"]
+    psql = [
+        *_run_as(),
+        _tool("psql"),
+        "-h",
+        str(sockets),
+        "-p",
+        str(pg.port),
+        "-U",
+        pg.user,
+        "-d",
+        "postgres",
+        "-tAc",
+    ]
     exists = _run([*psql, f"SELECT 1 FROM pg_database WHERE datname = '{pg.database}'"], "psql")
     if exists.strip() != "1":
         _run([*psql, f'CREATE DATABASE "{pg.database}"'], "creating the database")
@@ -118,8 +162,21 @@ def stop(settings: Settings) -> bool:
     """Stop the cluster (fast shutdown); True if it was running."""
     if not running(settings):
         return False
-    _run([*_run_as(), _tool("pg_ctl"), "stop", "-D", str(_home(settings) / "data"),
-          "-m", "fast", "-w", "-t", "60"], "stopping PostgreSQL")
+    _run(
+        [
+            *_run_as(),
+            _tool("pg_ctl"),
+            "stop",
+            "-D",
+            str(_home(settings) / "data"),
+            "-m",
+            "fast",
+            "-w",
+            "-t",
+            "60",
+        ],
+        "stopping PostgreSQL",
+    )
     return True
 
 

@@ -22,7 +22,9 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str, log: Path | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool], timeout_s: float, what: str, log: Path | None = None
+) -> None:
     """Poll `check` until it holds, or raise `StackError` naming `what` and the log to read."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -1,0 +1,71 @@
+"""Start the aggregation job as its own process (a local mini cluster in a child JVM).
+
+The CLI and the end-to-end tests use this; a separate process can be killed like a crashed job.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from meterstream.config import PROJECT_ROOT
+
+JOB = PROJECT_ROOT / "jobs" / "aggregate_usage.py"
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """Arguments of `jobs/aggregate_usage.py`; None means the job's default."""
+
+    topic: str | None = None
+    rejected_topic: str | None = None
+    group_id: str | None = None
+    checkpoint_dir: Path | None = None
+    restore_from: str | None = None
+    bounded: bool = False
+    job_name: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def argv(self) -> list[str]:
+        """The command line that runs the job with the current interpreter."""
+        argv = [sys.executable, str(JOB)]
+        for flag, value in (
+            ("--topic", self.topic),
+            ("--rejected-topic", self.rejected_topic),
+            ("--group-id", self.group_id),
+            ("--checkpoint-dir", self.checkpoint_dir),
+            ("--restore-from", self.restore_from),
+            ("--job-name", self.job_name),
+        ):
+            if value is not None:
+                argv += [flag, str(value)]
+        if self.bounded:
+            argv.append("--bounded")
+        return argv
+
+
+def start_job(options: JobOptions, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start the job in a new process group (so `os.killpg` stops it and its JVM together)."""
+    out = log.open("ab") if log else None
+    try:
+        return subprocess.Popen(
+            options.argv(),
+            env={**os.environ, **options.env},
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            start_new_session=True,
+        )
+    finally:
+        if out:
+            out.close()
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest completed checkpoint (a `chk-N` with `_metadata`) under `checkpoint_dir`."""
+    completed = [p.parent for p in checkpoint_dir.glob("*/chk-*/_metadata")]
+    if not completed:
+        return None
+    return max(completed, key=lambda p: (p.stat().st_mtime, int(p.name.split("-")[1])))

@@ -1,0 +1,45 @@
+"""Producing records to Kafka durably (idempotent producer, acks=all)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from confluent_kafka import Producer
+
+from meterstream.config import Settings
+from meterstream.errors import StackError
+from meterstream.testing import Record
+
+
+def produce(settings: Settings, topic: str, records: Iterable[Record]) -> int:
+    """Produce `records` to `topic` and wait until every one is acknowledged; return the count."""
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 20,
+            "compression.type": "lz4",
+        }
+    )
+    failures: list[str] = []
+
+    def on_delivery(err: object, _msg: object) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    count = 0
+    for record in records:
+        while True:
+            try:
+                producer.produce(topic, record.value, key=record.key, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        count += 1
+        producer.poll(0)
+    remaining = producer.flush(60)
+    if remaining or failures:
+        msg = f"{remaining} records unacknowledged, {len(failures)} failed: {failures[:3]}"
+        raise StackError(msg)
+    return count
