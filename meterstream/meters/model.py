@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 class Aggregation(StrEnum):

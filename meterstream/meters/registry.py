@@ -41,10 +41,6 @@ class MeterRegistry:
         return sorted(self.meters)
 
 
-def _field_types(schema: dict[str, Any]) -> dict[str, Any]:
-    return {f["name"]: f["type"] for f in schema.get("fields", [])}
-
-
 def parse_meter(raw: dict[str, Any], source: str) -> MeterDefinition:
     """Check one schema document and build its definition; `source` names it in errors."""
     meta = raw.get("meterstream")
@@ -60,7 +56,7 @@ def parse_meter(raw: dict[str, Any], source: str) -> MeterDefinition:
         msg = f"{source}: a meter's schema must be an Avro record"
         raise SchemaError(msg)
     name = meta.get("meter")
-    if not isinstance(name, str) or not IDENTIFIER.match(name):
+    if not isinstance(name, str) or not IDENTIFIER.fullmatch(name):
         msg = f"{source}: meter name {name!r} must match {IDENTIFIER.pattern}"
         raise SchemaError(msg)
     try:
@@ -72,16 +68,24 @@ def parse_meter(raw: dict[str, Any], source: str) -> MeterDefinition:
         )
         raise SchemaError(msg) from exc
     value_field = meta.get("value_field")
-    types = _field_types(raw)
+    fields = {f["name"]: f for f in raw.get("fields", [])}
     if aggregation is not Aggregation.COUNT:
-        if value_field not in types:
+        if not isinstance(value_field, str) or value_field not in fields:
             msg = f"{source}: value_field {value_field!r} is not a field of the record"
             raise SchemaError(msg)
-        if types[value_field] not in NUMERIC_TYPES:
-            msg = f"{source}: value_field {value_field!r} must be numeric, not {types[value_field]}"
+        vtype = fields[value_field]["type"]
+        # Every event must carry the value: no null, no union, no default.
+        if not isinstance(vtype, str) or vtype not in NUMERIC_TYPES:
+            msg = (
+                f"{source}: value_field {value_field!r} must be numeric, not {vtype} "
+                "(int, long, float or double; no union)"
+            )
+            raise SchemaError(msg)
+        if "default" in fields[value_field]:
+            msg = f"{source}: value_field {value_field!r} must be required (no default)"
             raise SchemaError(msg)
     version = meta.get("version")
-    if not isinstance(version, int) or version < 1:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         msg = f"{source}: version must be a positive integer"
         raise SchemaError(msg)
     return MeterDefinition(

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 from meterstream.events import Envelope, parse_envelope
@@ -17,6 +17,9 @@ from meterstream.rules.reasons import ReasonCode, Rejection
 
 #: Quantities are DECIMAL(38, 9) in Flink and PostgreSQL.
 QUANTITY_SCALE = Decimal("1e-9")
+#: DECIMAL(38, 9) holds 29 integer digits; a single event above this cannot be billed.
+MAX_QUANTITY = Decimal("1e29")
+QUANTITY_CONTEXT = Context(prec=40)
 
 TypeCheck = Callable[[Any], bool]
 
@@ -99,7 +102,14 @@ class CompiledMeter:
             return Rejection(
                 ReasonCode.INVALID_VALUE, f"data.{self.meter.value_field} must be >= 0, got {value}"
             )
-        return Decimal(repr(value) if isinstance(value, float) else value).quantize(QUANTITY_SCALE)
+        quantity = Decimal(repr(value) if isinstance(value, float) else value)
+        if quantity >= MAX_QUANTITY:
+            return Rejection(
+                ReasonCode.INVALID_VALUE,
+                f"data.{self.meter.value_field} is {value}, above the limit of {MAX_QUANTITY:.0e}",
+            )
+        # plus() turns -0 into 0; the context is wide enough for 29 + 9 digits.
+        return QUANTITY_CONTEXT.plus(quantity.quantize(QUANTITY_SCALE, context=QUANTITY_CONTEXT))
 
 
 class Validator:

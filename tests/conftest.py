@@ -1,0 +1,68 @@
+"""Shared fixtures: settings, the local stack (started for the session if it is not running)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meterstream.config import Settings, load_settings
+from meterstream.meters.registry import MeterRegistry, load_registry
+from meterstream.rules.validate import Validator
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def registry(settings: Settings) -> MeterRegistry:
+    return load_registry(settings.schemas_dir)
+
+
+@pytest.fixture(scope="session")
+def validator(registry: MeterRegistry) -> Validator:
+    return Validator(registry)
+
+
+@pytest.fixture(scope="session")
+def stack(settings: Settings) -> Iterator[Settings]:
+    """Kafka and PostgreSQL, up and migrated. Never skipped: if the stack cannot start, tests fail.
+
+    Services this fixture started are stopped at the end; ones already running are left alone.
+    """
+    from meterstream.stack import kafka, local, postgres  # noqa: PLC0415
+
+    before = local.status(settings)
+    local.up(settings, say=lambda _line: None)
+    yield settings
+    if not before["kafka"]:
+        kafka.stop(settings)
+    if not before["postgres"]:
+        postgres.stop(settings)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique name part for topics, accounts and groups of one test."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def topics(stack: Settings, unique: str) -> tuple[str, str]:
+    """A fresh raw topic and rejected topic for one test."""
+    from meterstream.stack.kafka import create_topics  # noqa: PLC0415
+
+    raw, rejected = f"test-{unique}-raw", f"test-{unique}-rejected"
+    create_topics(stack, [raw, rejected])
+    return raw, rejected
+
+
+@pytest.fixture
+def job_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "checkpoints"
+    path.mkdir()
+    return path

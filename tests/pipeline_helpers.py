@@ -1,0 +1,64 @@
+"""Helpers for tests that run the job against the real stack and compare with the oracle."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import psycopg
+
+from meterstream.config import Settings
+from meterstream.rules.oracle import TotalKey
+
+
+def totals_in_postgres(
+    settings: Settings, account_prefix: str
+) -> dict[TotalKey, tuple[Decimal, int]]:
+    """(quantity, event_count) per (account, meter, period) for accounts with the prefix."""
+    with psycopg.connect(settings.postgres.conninfo) as conn:
+        rows = conn.execute(
+            "SELECT account_id, meter, period_start, quantity, event_count FROM usage_aggregates"
+            " WHERE account_id LIKE %s AND dimensions = ''",
+            (account_prefix + "%",),
+        ).fetchall()
+    return {(a, m, p): (q, n) for a, m, p, q, n in rows}
+
+
+def rejections_in_postgres(settings: Settings, topic: str) -> list[tuple[int, int, str, str]]:
+    """(partition, offset, reason code, raw payload) of the rejections from one topic."""
+    with psycopg.connect(settings.postgres.conninfo) as conn:
+        return conn.execute(
+            "SELECT source_partition, source_offset, reason_code, raw_payload FROM rejected_events"
+            " WHERE source_topic = %s ORDER BY source_partition, source_offset",
+            (topic,),
+        ).fetchall()
+
+
+def consume_all(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[bytes]:
+    """Every committed record value in `topic` (read_committed), reading until it goes quiet."""
+    import time  # noqa: PLC0415
+
+    from confluent_kafka import Consumer  # noqa: PLC0415
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": f"test-reader-{topic}-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    quiet_since = time.monotonic()
+    try:
+        while time.monotonic() < deadline and time.monotonic() - quiet_since < 3:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            values.append(msg.value())
+            quiet_since = time.monotonic()
+    finally:
+        consumer.close()
+    return values
