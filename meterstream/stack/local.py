@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from meterstream.config import Settings
-from meterstream.stack import kafka, postgres
+from meterstream.stack import flink, kafka, postgres
 from meterstream.stack.jars import ensure_jars
 from meterstream.store.migrate import migrate
 
@@ -33,6 +33,7 @@ def up(settings: Settings, say: Callable[[str], None] = print) -> None:
 
 def down(settings: Settings, say: Callable[[str], None] = print) -> None:
     """Stop every service of the local stack that runs (data is kept)."""
+    say("Flink cluster: " + ("stopped" if flink.stop(settings) else "was not running"))
     say("Kafka: " + ("stopped" if kafka.stop(settings) else "was not running"))
     say("PostgreSQL: " + ("stopped" if postgres.stop(settings) else "was not running"))
 
@@ -42,4 +43,5 @@ def status(settings: Settings) -> dict[str, bool]:
     return {
         "kafka": kafka.service(settings).running(),
         "postgres": postgres.running(settings),
+        "flink-cluster": flink.running(settings),
     }

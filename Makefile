@@ -1,0 +1,47 @@
+# Every target calls the `meterstream` CLI; the CLI is the one way to do each thing.
+PYTHON ?= python3
+VENV ?= .venv
+MS := $(VENV)/bin/meterstream
+
+.PHONY: install demo up down status test test-unit lint clean
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make demo    start the local stack, produce sample events, run the job, show the totals"
+	@echo "make test    run every test (starts the local stack and stops it again)"
+	@echo "make up | down | status | lint | test-unit | clean"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(MS) demo
+
+up: install
+	$(MS) up
+
+down:
+	@if [ -x $(MS) ]; then $(MS) down; fi
+
+status: install
+	$(MS) status
+
+# Unit, Flink, integration and end-to-end tests; the session fixture starts what is not running
+# and stops what it started.
+test: install
+	$(VENV)/bin/python -m pytest
+
+test-unit: install
+	$(VENV)/bin/python -m pytest tests/unit meterstream -q
+
+lint: install
+	$(VENV)/bin/ruff check meterstream jobs tests
+	$(VENV)/bin/ruff format --check meterstream jobs tests
+
+clean: down
+	rm -rf .stack

@@ -1,0 +1,65 @@
+"""The workflow's optimized plan: Python runs once per event; dedup and totals run in the JVM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from meterstream.config import Settings
+from meterstream.flink import tables
+from meterstream.flink.env import create_table_env
+from meterstream.flink.workflow import define_workflow
+from meterstream.meters.registry import MeterRegistry
+from meterstream.stack.jars import ensure_jars
+
+pytestmark = pytest.mark.flink
+
+
+@pytest.fixture(scope="module")
+def optimized_plan(settings: Settings, registry: MeterRegistry, tmp_path_factory) -> str:  # noqa: ANN001
+    ensure_jars(settings)
+    t_env = create_table_env(
+        settings, job_name="plan-test", checkpoint_dir=tmp_path_factory.mktemp("ckpt")
+    )
+    t_env.execute_sql(tables.kafka_raw_events_ddl(settings))
+    t_env.execute_sql(tables.jdbc_usage_aggregates_ddl(settings))
+    t_env.execute_sql(tables.jdbc_rejected_events_ddl(settings))
+    t_env.execute_sql(tables.kafka_rejected_events_ddl(settings))
+    statements = define_workflow(
+        t_env, registry, settings, source="raw_events", sinks=tables.SinkTables()
+    )
+    plan = statements.explain()
+    return plan[plan.index("== Optimized Execution Plan ==") :]
+
+
+def test_workflow_calls_the_python_udf_once_per_event_for_all_branches(optimized_plan: str) -> None:
+    assert optimized_plan.count("PythonCalc(") == 1
+
+
+def test_workflow_dedups_by_account_and_id_keeping_the_first_arrival(optimized_plan: str) -> None:
+    assert optimized_plan.count("Deduplicate(keep=[FirstRow]") == 1
+
+
+def test_workflow_aggregates_per_account_meter_and_period_in_two_phases(
+    optimized_plan: str,
+) -> None:
+    assert "LocalGroupAggregate(groupBy=[account_id, meter, period_start]" in optimized_plan
+    assert "GlobalGroupAggregate(groupBy=[account_id, meter, period_start]" in optimized_plan
+
+
+def test_workflow_writes_aggregates_and_both_rejection_sinks(optimized_plan: str) -> None:
+    for sink in ("usage_aggregates", "rejected_events]", "rejected_events_topic"):
+        assert f"Sink(table=[default_catalog.default_database.{sink}" in optimized_plan
+
+
+def test_flink_configuration_pins_exactly_once_rocksdb_and_35_day_dedup(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from meterstream.flink.env import flink_configuration  # noqa: PLC0415
+
+    conf = flink_configuration(settings, job_name="x", checkpoint_dir=tmp_path)
+    assert conf["execution.checkpointing.mode"] == "EXACTLY_ONCE"
+    assert conf["state.backend.type"] == "rocksdb"
+    assert conf["table.exec.state.ttl"] == "35 d"
+    assert conf["python.execution-mode"] == "thread"
