@@ -86,12 +86,71 @@ class FlinkSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """The ingest HTTP service (`meterstream serve`): where it listens and what it allows."""
+
+    #: Loopback only by default; put a TLS-terminating proxy or `tls_*` in front of anything else.
+    host: str = "127.0.0.1"
+    port: int = 18080
+    #: TLS: both paths set -> uvicorn serves HTTPS with this PEM certificate chain and key.
+    tls_certfile: str = ""
+    tls_keyfile: str = ""
+    max_events_per_request: int = 1_000
+    max_request_bytes: int = 512 * 1024
+    #: One event (a JSONL line or an array element of an upload) may not exceed this.
+    max_event_bytes: int = 64 * 1024
+    #: How long a request waits for Kafka to acknowledge its events before answering 503.
+    kafka_delivery_timeout_ms: int = 10_000
+    #: Per-token request rate (token bucket): sustained requests per second and burst size.
+    token_requests_per_second: int = 50
+    token_request_burst: int = 200
+    #: Per-account event rate (token bucket) on POST /v1/events.
+    account_events_per_second: int = 2_000
+    account_event_burst: int = 10_000
+    #: Events per second one token may stream through uploads (back-pressure, not 429).
+    upload_events_per_second: int = 50_000
+    #: Events one account may send per UTC day (a per-account override lives in PostgreSQL).
+    account_daily_event_quota: int = 50_000_000
+    #: An upload records its progress (and waits for Kafka) at least every this many events.
+    upload_commit_events: int = 20_000
+    #: Token lookups are cached this long; a revoked token stops working within this time.
+    token_cache_seconds: int = 5
+    max_page_size: int = 1_000
+
+    def problems(self) -> list[str]:
+        """Every invalid API setting, for `Settings.validate`."""
+        out = [
+            f"api.{name} must be >= 1"
+            for name in (
+                "max_events_per_request",
+                "max_request_bytes",
+                "max_event_bytes",
+                "kafka_delivery_timeout_ms",
+                "token_requests_per_second",
+                "token_request_burst",
+                "account_events_per_second",
+                "account_event_burst",
+                "upload_events_per_second",
+                "upload_commit_events",
+                "max_page_size",
+            )
+            if getattr(self, name) < 1
+        ]
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            out.append("api.tls_certfile and api.tls_keyfile must be set together")
+        if self.account_event_burst < self.max_events_per_request:
+            out.append("api.account_event_burst must be >= api.max_events_per_request")
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """All of meterstream's settings."""
 
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     flink: FlinkSettings = field(default_factory=FlinkSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
     #: Project-local directory for the local stack: jars, data, logs, pid files, checkpoints.
     stack_dir: Path = PROJECT_ROOT / ".stack"
     schemas_dir: Path = PROJECT_ROOT / "schemas"
@@ -104,6 +163,7 @@ class Settings:
             "kafka.controller_port": self.kafka.controller_port,
             "postgres.port": self.postgres.port,
             "flink.rest_port": self.flink.rest_port,
+            "api.port": self.api.port,
         }
         problems += [
             f"{name}={port} is not a TCP port"
@@ -120,6 +180,7 @@ class Settings:
             problems.append("flink.aggregate_ttl_days must be >= flink.dedup_ttl_days")
         if self.kafka.topics.partitions < 1:
             problems.append("kafka.topics.partitions must be >= 1")
+        problems += self.api.problems()
         if problems:
             raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
 

@@ -66,6 +66,13 @@ def create_table_env(
     """A streaming TableEnvironment configured for the aggregation job."""
     # The JDBC sink writes UTC wall-clock timestamps; the JVM started below must agree.
     os.environ["TZ"] = "UTC"
+    # Thread mode embeds this interpreter in the JVM; it finds pyflink and pemja through the
+    # virtualenv only when the virtualenv is first on PATH (even if it was never activated).
+    venv_bin = str(Path(sys.executable).parent)
+    if not os.environ.get("PATH", "").startswith(venv_bin + os.pathsep):
+        os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
+    if sys.prefix != sys.base_prefix:
+        os.environ["VIRTUAL_ENV"] = sys.prefix
     conf = Configuration()
     for key, value in flink_configuration(
         settings, job_name=job_name, checkpoint_dir=checkpoint_dir, restore_from=restore_from

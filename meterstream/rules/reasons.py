@@ -17,6 +17,13 @@ class ReasonCode(StrEnum):
     INVALID_TIMESTAMP = "INVALID_TIMESTAMP"
     INVALID_ACCOUNT = "INVALID_ACCOUNT"
     UNKNOWN_METER = "UNKNOWN_METER"
+    # Added by the ingest API (answered synchronously; such events never reach Kafka):
+    #: `subject` is a valid account id, but not an account of the token's organisation.
+    ACCOUNT_NOT_IN_ORGANISATION = "ACCOUNT_NOT_IN_ORGANISATION"
+    #: The account has used up its daily event quota.
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
+    #: One event (an upload's line or array element) is larger than the API allows.
+    EVENT_TOO_LARGE = "EVENT_TOO_LARGE"
 
 
 @dataclass(frozen=True, slots=True)

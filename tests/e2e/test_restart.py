@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -30,6 +31,12 @@ def wait_for(check, timeout_s: float, what: str) -> None:  # noqa: ANN001
         time.sleep(0.5)
     msg = f"timed out waiting for {what}"
     raise AssertionError(msg)
+
+
+def alive(job: subprocess.Popen[bytes], log: Path) -> bool:
+    """True while the job runs; fails the test with the job's log if it has exited."""
+    assert job.poll() is None, f"the job exited early:\n{log.read_text()[-5000:]}"
+    return True
 
 
 def counted(settings: Settings, prefix: str) -> int:
@@ -60,7 +67,11 @@ def test_job_killed_mid_stream_and_restored_from_checkpoint_neither_loses_nor_do
     log = job_dir / "job.log"
     job = start_job(options, log=log)
     try:
-        wait_for(lambda: counted(stack, prefix) > 0, 180, "first totals in PostgreSQL")
+        wait_for(
+            lambda: alive(job, log) and counted(stack, prefix) > 0,
+            180,
+            "first totals in PostgreSQL",
+        )
         wait_for(lambda: latest_checkpoint(job_dir) is not None, 60, "a completed checkpoint")
         # Keep producing while the job is killed: the crash lands mid-stream.
         producer = threading.Thread(
@@ -102,7 +113,8 @@ def test_job_killed_mid_stream_and_restored_from_checkpoint_neither_loses_nor_do
     try:
         wait_for(
             lambda: (
-                counted(stack, prefix) >= distinct
+                alive(restarted, log)
+                and counted(stack, prefix) >= distinct
                 and len(rejections_in_postgres(stack, topics[0])) >= len(expected.rejections)
             ),
             240,
