@@ -12,9 +12,29 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-#: The last millisecond of October 2026 and the first of November: the month boundary.
-LAST_MS_OF_MONTH = datetime(2026, 10, 31, 23, 59, 59, 999000, tzinfo=UTC)
-PERIOD_START = datetime(2026, 11, 1, tzinfo=UTC)
+
+def month_boundary(now: datetime) -> datetime:
+    """The latest start of a UTC month at least one day before `now`.
+
+    Events generated around it are never in the future and never older than the 35-day
+    deduplication window, whatever day the tests run.
+
+    >>> month_boundary(datetime(2026, 11, 25, tzinfo=UTC)).isoformat()
+    '2026-11-01T00:00:00+00:00'
+    >>> month_boundary(datetime(2026, 12, 1, 5, tzinfo=UTC)).isoformat()
+    '2026-11-01T00:00:00+00:00'
+    """
+    start = datetime(now.year, now.month, 1, tzinfo=UTC)
+    if now - start >= timedelta(days=1):
+        return start
+    previous = start - timedelta(days=1)
+    return datetime(previous.year, previous.month, 1, tzinfo=UTC)
+
+
+#: The month boundary the generator straddles: the first instant of a period and the last
+#: millisecond of the period before it (relative to when the tests run).
+PERIOD_START = month_boundary(datetime.now(UTC))
+LAST_MS_OF_MONTH = PERIOD_START - timedelta(milliseconds=1)
 
 MALFORMED_KINDS = ("not_json", "missing_field", "bad_timestamp", "wrong_type", "unknown_meter")
 
@@ -46,13 +66,42 @@ def cloud_event(
     }
 
 
+SAMPLE_METERS = (
+    "api_calls",
+    "llm_tokens",
+    "storage_gb_hours",
+    "active_users",
+    "seats",
+    "compute_peak_cores",
+    "request_latency_ms",
+    "prepaid_balance",
+)
+
+
 def sample_data(meter: str, rng: random.Random) -> dict[str, Any]:
     """A plausible `data` payload for one of the sample meters in `schemas/`."""
-    if meter == "llm_tokens":
-        return {"tokens": rng.randint(1, 4000), "model": rng.choice(["small", "large"])}
-    if meter == "storage_gb_hours":
-        return {"gb_hours": round(rng.uniform(0, 50), 3), "bucket": rng.choice(["logs", "media"])}
-    return {"endpoint": rng.choice(["/v1/search", "/v1/embed"]), "status": 200}
+    makers: dict[str, Any] = {
+        "llm_tokens": lambda: {
+            "tokens": rng.randint(1, 4000),
+            "model": rng.choice(["small", "large"]),
+        },
+        "storage_gb_hours": lambda: {
+            "gb_hours": round(rng.uniform(0, 50), 3),
+            "bucket": rng.choice(["logs", "media"]),
+        },
+        "active_users": lambda: {"user_id": f"user-{rng.randrange(40)}"},
+        "seats": lambda: {"seats": rng.randint(1, 500)},
+        "compute_peak_cores": lambda: {
+            "cores": round(rng.uniform(0.5, 64), 1),
+            "region": rng.choice(["eu", "us"]),
+        },
+        "request_latency_ms": lambda: {"latency_ms": round(rng.uniform(1, 900), 2)},
+        "prepaid_balance": lambda: {"balance_cents": rng.randint(-5_000, 100_000)},
+    }
+    maker = makers.get(meter)
+    if maker is None:
+        return {"endpoint": rng.choice(["/v1/search", "/v1/embed"]), "status": 200}
+    return dict(maker())
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,14 +142,15 @@ def generate(
     account_prefix: str = "acct",
     duplicate_rate: float = 0.1,
     malformed_rate: float = 0.02,
-    meters: tuple[str, ...] = ("api_calls", "llm_tokens", "storage_gb_hours"),
+    meters: tuple[str, ...] = SAMPLE_METERS,
     around: datetime = PERIOD_START,
     spread: timedelta = timedelta(hours=6),
 ) -> list[Record]:
     """`n` new events (plus retried duplicates and malformed records), out of order in event time.
 
     Event times are spread uniformly over `around ± spread`, so with the default they straddle
-    the October/November boundary and arrive in random order.
+    a month boundary and arrive in random order. `seats` events (keyed by account, meter and
+    time) get whole-second times so that retries collide as they should.
     """
     rng = random.Random(seed)
     records: list[Record] = []
@@ -113,6 +163,8 @@ def generate(
             continue
         meter = rng.choice(meters)
         moment = around + timedelta(seconds=rng.uniform(-1, 1) * spread.total_seconds())
+        if meter == "seats":
+            moment = moment.replace(microsecond=0)
         event = cloud_event(
             f"{account_prefix}-evt-{seed}-{i}", account, meter, moment, sample_data(meter, rng)
         )

@@ -13,23 +13,25 @@ from meterstream.rules.oracle import TotalKey
 def totals_in_postgres(
     settings: Settings, account_prefix: str
 ) -> dict[TotalKey, tuple[Decimal, int]]:
-    """(quantity, event_count) per (account, meter, period) for accounts with the prefix."""
+    """(quantity, event_count) per (account, meter, period, dimensions) for the prefix."""
     with psycopg.connect(settings.postgres.conninfo) as conn:
         rows = conn.execute(
-            "SELECT account_id, meter, period_start, quantity, event_count FROM usage_aggregates"
-            " WHERE account_id LIKE %s AND dimensions = ''",
+            "SELECT account_id, meter, period_start, dimensions, quantity, event_count"
+            " FROM usage_aggregates WHERE account_id LIKE %s",
             (account_prefix + "%",),
         ).fetchall()
-    return {(a, m, p): (q, n) for a, m, p, q, n in rows}
+    return {(a, m, p, d): (q, n) for a, m, p, d, q, n in rows}
 
 
-def rejections_in_postgres(settings: Settings, topic: str) -> list[tuple[int, int, str, str]]:
-    """(partition, offset, reason code, raw payload) of the rejections from one topic."""
+def rejections_in_postgres(
+    settings: Settings, topic: str, severity: str = "error"
+) -> list[tuple[int, int, str, str]]:
+    """(partition, offset, reason code, raw payload) of the log entries from one topic."""
     with psycopg.connect(settings.postgres.conninfo) as conn:
         return conn.execute(
             "SELECT source_partition, source_offset, reason_code, raw_payload FROM rejected_events"
-            " WHERE source_topic = %s ORDER BY source_partition, source_offset",
-            (topic,),
+            " WHERE source_topic = %s AND severity = %s ORDER BY source_partition, source_offset",
+            (topic, severity),
         ).fetchall()
 
 

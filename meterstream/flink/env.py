@@ -47,9 +47,6 @@ def flink_configuration(
         "table.exec.mini-batch.allow-latency": f"{f.mini_batch_latency_ms} ms",
         "table.exec.mini-batch.size": str(f.mini_batch_size),
         "table.local-time-zone": "UTC",
-        "rest.port": str(f.rest_port),
-        "rest.address": "127.0.0.1",
-        "rest.bind-address": "127.0.0.1",
     }
     if restore_from:
         conf["execution.state-recovery.path"] = restore_from

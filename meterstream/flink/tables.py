@@ -21,6 +21,7 @@ USAGE_AGGREGATES_COLUMNS = """
     meter STRING,
     period_start DATE,
     dimensions STRING,
+    aggregation STRING,
     quantity DECIMAL(38, 9),
     event_count BIGINT,
     first_event_at TIMESTAMP(3),
@@ -34,10 +35,14 @@ REJECTED_EVENTS_COLUMNS = """
     source_partition INT,
     source_offset BIGINT,
     reason_code STRING,
+    severity STRING,
     detail STRING,
+    account_id STRING,
+    meter STRING,
+    event_id STRING,
     raw_payload STRING,
     arrived_at TIMESTAMP(3),
-    PRIMARY KEY (source_topic, source_partition, source_offset) NOT ENFORCED
+    PRIMARY KEY (source_topic, source_partition, source_offset, reason_code) NOT ENFORCED
 """
 
 
@@ -119,11 +124,5 @@ def kafka_rejected_events_ddl(
         "sink.delivery-guarantee": "exactly-once",
         "sink.transactional-id-prefix": f"meterstream-{name}",
     }
-    columns = (
-        REJECTED_EVENTS_COLUMNS.replace(
-            "    PRIMARY KEY (source_topic, source_partition, source_offset) NOT ENFORCED\n", ""
-        )
-        .rstrip()
-        .rstrip(",")
-    )
+    columns = REJECTED_EVENTS_COLUMNS.split("    PRIMARY KEY", maxsplit=1)[0].rstrip().rstrip(",")
     return f"CREATE TEMPORARY TABLE {name} ({columns}\n) WITH (\n{_with(options)}\n)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pyflink.common import Row
@@ -12,32 +13,38 @@ from meterstream.meters.registry import MeterRegistry
 from meterstream.rules.reasons import Rejection
 from meterstream.rules.validate import Validator
 
-# The Kafka position goes in and comes back out so that the accepted and the rejected branch call
-# the UDF identically: the planner then runs it once per event, not once per branch (a test in
+# The Kafka position goes in and comes back out so that every branch of the workflow calls the
+# UDF identically: the planner then runs it once per event, not once per branch (a test in
 # tests/flink checks the plan).
 CHECKED_EVENT = DataTypes.ROW(
     [
         DataTypes.FIELD("reason", DataTypes.STRING()),
         DataTypes.FIELD("detail", DataTypes.STRING()),
-        DataTypes.FIELD("raw_payload", DataTypes.STRING()),
+        DataTypes.FIELD("warning", DataTypes.STRING()),
+        DataTypes.FIELD("warning_detail", DataTypes.STRING()),
         DataTypes.FIELD("source_topic", DataTypes.STRING()),
         DataTypes.FIELD("source_partition", DataTypes.INT()),
         DataTypes.FIELD("source_offset", DataTypes.BIGINT()),
         DataTypes.FIELD("event_id", DataTypes.STRING()),
         DataTypes.FIELD("account_id", DataTypes.STRING()),
         DataTypes.FIELD("meter", DataTypes.STRING()),
+        DataTypes.FIELD("aggregation", DataTypes.STRING()),
         DataTypes.FIELD("event_time_ms", DataTypes.BIGINT()),
         # ISO date string: thread mode cannot hand a Python date to the JVM (ClassCastException).
         DataTypes.FIELD("period_start", DataTypes.STRING()),
+        DataTypes.FIELD("dimensions", DataTypes.STRING()),
         DataTypes.FIELD("quantity", DataTypes.DECIMAL(38, 9)),
+        DataTypes.FIELD("unique_value", DataTypes.STRING()),
+        DataTypes.FIELD("dedup_key", DataTypes.STRING()),
+        DataTypes.FIELD("fingerprint", DataTypes.BIGINT()),
     ]
 )
 
 
 class CheckEvent(ScalarFunction):
-    """`check_event(payload, topic, partition, offset)`: validate one raw record.
+    """`check_event(payload, topic, partition, offset, arrived_at)`: validate one Kafka record.
 
-    `reason` is NULL when the event is accepted; `raw_payload` is set only when it is rejected.
+    `reason` is NULL when the event is accepted; `warning` is set when it is accepted with one.
     """
 
     def __init__(self, registry: MeterRegistry) -> None:
@@ -48,16 +55,19 @@ class CheckEvent(ScalarFunction):
         """Compile the meters' checks once per worker."""
         self._validator = Validator(self._registry)
 
-    def eval(self, payload: str | None, topic: str, partition: int, offset: int) -> Row:
+    def eval(
+        self, payload: str | None, topic: str, partition: int, offset: int, arrived_at: datetime
+    ) -> Row:
         """Return the CHECKED_EVENT row for one Kafka record."""
         assert self._validator is not None  # noqa: S101 - open() always runs first
-        raw = payload if payload is not None else ""
-        result = self._validator.validate(raw)
+        # TIMESTAMP_LTZ arrives naive, in the session time zone, which the job pins to UTC.
+        result = self._validator.validate(payload or "", arrived_at.replace(tzinfo=UTC))
         if isinstance(result, Rejection):
             return Row(
                 result.code.value,
                 result.detail,
-                raw,
+                None,
+                None,
                 topic,
                 partition,
                 offset,
@@ -67,20 +77,32 @@ class CheckEvent(ScalarFunction):
                 None,
                 None,
                 None,
+                None,
+                None,
+                None,
+                None,
+                None,
             )
+        warning = result.warning
         return Row(
             None,
             None,
-            None,
+            warning.code.value if warning else None,
+            warning.detail if warning else None,
             topic,
             partition,
             offset,
             result.event_id,
             result.account_id,
             result.meter,
+            result.aggregation.value,
             int(result.event_time.timestamp() * 1000),
             result.period_start.isoformat(),
+            result.dimensions,
             result.quantity,
+            result.unique_value,
+            result.dedup_key,
+            result.fingerprint,
         )
 
 

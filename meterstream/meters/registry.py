@@ -2,10 +2,13 @@
 
 A schema file looks like::
 
-    {"type": "record", "name": "LlmTokens", "namespace": "meterstream.meters",
+    {"type": "record", "name": "LlmTokens", "namespace": "meterstream.meters.llm_tokens",
      "fields": [{"name": "tokens", "type": "long"}, {"name": "model", "type": "string"}],
-     "meterstream": {"meter": "llm_tokens", "version": 1,
-                     "aggregation": "SUM", "value_field": "tokens"}}
+     "meterstream": {"meter": "llm_tokens", "version": 1, "aggregation": "SUM",
+                     "value_field": "tokens", "group_by": ["model"],
+                     "idempotency_key": "EVENT_ID", "sunset": "2027-01-31T00:00:00Z"}}
+
+Only `meter`, `version` and `aggregation` are required in the block.
 """
 
 from __future__ import annotations
@@ -13,16 +16,35 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import fastavro
 
 from meterstream.errors import SchemaError
-from meterstream.meters.model import IDENTIFIER, Aggregation, MeterDefinition
+from meterstream.events import parse_time
+from meterstream.meters.model import (
+    IDENTIFIER,
+    NUMERIC_AGGREGATIONS,
+    Aggregation,
+    IdempotencyKey,
+    MeterDefinition,
+)
 
 VERSION_FILE = re.compile(r"^v(\d+)\.avsc$")
 NUMERIC_TYPES = {"int", "long", "float", "double"}
+#: Types a segment (group-by) or a UNIQUE_COUNT field may have.
+KEY_TYPES = {"string", "int", "long", "boolean"}
+BLOCK_KEYS = {
+    "meter",
+    "version",
+    "aggregation",
+    "value_field",
+    "group_by",
+    "idempotency_key",
+    "sunset",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,29 +58,83 @@ class MeterRegistry:
         versions = self.meters.get(name)
         return versions[max(versions)] if versions else None
 
+    def version(self, name: str, version: int) -> MeterDefinition | None:
+        """One version of a meter, or None."""
+        return self.meters.get(name, {}).get(version)
+
     def names(self) -> list[str]:
         """The meters' names, sorted."""
         return sorted(self.meters)
+
+    def all(self) -> list[MeterDefinition]:
+        """Every version of every meter, by name then version."""
+        return [self.meters[n][v] for n in self.names() for v in sorted(self.meters[n])]
+
+
+def _fail(source: str, problem: str) -> SchemaError:
+    return SchemaError(f"{source}: {problem}")
+
+
+def _required_field(
+    fields: dict[str, Any], name: object, allowed: set[str], role: str, source: str
+) -> str:
+    """Check that `name` is a required field of one of the `allowed` primitive types."""
+    if not isinstance(name, str) or name not in fields:
+        raise _fail(source, f"{role} {name!r} is not a field of the record")
+    ftype = fields[name]["type"]
+    # Every event must carry the field: no null, no union, no default.
+    if not isinstance(ftype, str) or ftype not in allowed:
+        raise _fail(
+            source, f"{role} {name!r} must be one of {sorted(allowed)}, not {ftype} (no union)"
+        )
+    if "default" in fields[name]:
+        raise _fail(source, f"{role} {name!r} must be required (no default)")
+    return name
+
+
+def _value_field(
+    aggregation: Aggregation, fields: dict[str, Any], meta: dict[str, Any], source: str
+) -> str | None:
+    if aggregation in NUMERIC_AGGREGATIONS:
+        return _required_field(
+            fields, meta.get("value_field"), NUMERIC_TYPES, "value_field", source
+        )
+    if aggregation is Aggregation.UNIQUE_COUNT:
+        return _required_field(fields, meta.get("value_field"), KEY_TYPES, "value_field", source)
+    if meta.get("value_field") is not None:
+        raise _fail(source, "a COUNT meter has no value_field")
+    return None
+
+
+def _sunset(value: object, source: str) -> datetime | None:
+    if value is None:
+        return None
+    parsed = parse_time(value) if isinstance(value, str) else None
+    if parsed is None:
+        raise _fail(
+            source, f"sunset {value!r} must be an RFC 3339 timestamp, e.g. 2027-01-31T00:00:00Z"
+        )
+    return parsed
 
 
 def parse_meter(raw: dict[str, Any], source: str) -> MeterDefinition:
     """Check one schema document and build its definition; `source` names it in errors."""
     meta = raw.get("meterstream")
     if not isinstance(meta, dict):
-        msg = f"{source}: missing the 'meterstream' block (meter, version, aggregation)"
-        raise SchemaError(msg)
+        raise _fail(source, "missing the 'meterstream' block (meter, version, aggregation)")
+    unknown = set(meta) - BLOCK_KEYS
+    if unknown:
+        raise _fail(source, f"unknown keys in the meterstream block: {sorted(unknown)}")
     try:
         fastavro.parse_schema({k: v for k, v in raw.items() if k != "meterstream"})
     except Exception as exc:
         msg = f"{source}: not a valid Avro schema: {exc}"
         raise SchemaError(msg) from exc
     if raw.get("type") != "record":
-        msg = f"{source}: a meter's schema must be an Avro record"
-        raise SchemaError(msg)
+        raise _fail(source, "a meter's schema must be an Avro record")
     name = meta.get("meter")
     if not isinstance(name, str) or not IDENTIFIER.fullmatch(name):
-        msg = f"{source}: meter name {name!r} must match {IDENTIFIER.pattern}"
-        raise SchemaError(msg)
+        raise _fail(source, f"meter name {name!r} must match {IDENTIFIER.pattern}")
     try:
         aggregation = Aggregation(meta.get("aggregation"))
     except ValueError as exc:
@@ -67,33 +143,33 @@ def parse_meter(raw: dict[str, Any], source: str) -> MeterDefinition:
             f"{[a.value for a in Aggregation]}"
         )
         raise SchemaError(msg) from exc
-    value_field = meta.get("value_field")
+    try:
+        idempotency = IdempotencyKey(meta.get("idempotency_key", IdempotencyKey.EVENT_ID))
+    except ValueError as exc:
+        msg = (
+            f"{source}: idempotency_key {meta.get('idempotency_key')!r} is not one of "
+            f"{[k.value for k in IdempotencyKey]}"
+        )
+        raise SchemaError(msg) from exc
     fields = {f["name"]: f for f in raw.get("fields", [])}
-    if aggregation is not Aggregation.COUNT:
-        if not isinstance(value_field, str) or value_field not in fields:
-            msg = f"{source}: value_field {value_field!r} is not a field of the record"
-            raise SchemaError(msg)
-        vtype = fields[value_field]["type"]
-        # Every event must carry the value: no null, no union, no default.
-        if not isinstance(vtype, str) or vtype not in NUMERIC_TYPES:
-            msg = (
-                f"{source}: value_field {value_field!r} must be numeric, not {vtype} "
-                "(int, long, float or double; no union)"
-            )
-            raise SchemaError(msg)
-        if "default" in fields[value_field]:
-            msg = f"{source}: value_field {value_field!r} must be required (no default)"
-            raise SchemaError(msg)
+    value_field = _value_field(aggregation, fields, meta, source)
+    group_by = meta.get("group_by", [])
+    if not isinstance(group_by, list) or len(set(map(str, group_by))) != len(group_by):
+        raise _fail(source, "group_by must be a list of distinct field names")
+    for dimension in group_by:
+        _required_field(fields, dimension, KEY_TYPES, "group_by field", source)
     version = meta.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        msg = f"{source}: version must be a positive integer"
-        raise SchemaError(msg)
+        raise _fail(source, "version must be a positive integer")
     return MeterDefinition(
         name=name,
         version=version,
         aggregation=aggregation,
-        value_field=value_field if aggregation is not Aggregation.COUNT else None,
+        value_field=value_field,
         avro_schema=raw,
+        group_by=tuple(group_by),
+        idempotency_key=idempotency,
+        sunset=_sunset(meta.get("sunset"), source),
         description=str(raw.get("doc", "")),
     )
 

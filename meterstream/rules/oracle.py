@@ -1,49 +1,93 @@
-"""The test oracle: the exact totals a set of raw payloads must produce, computed plainly in Python.
+"""The test oracle: the exact totals a sequence of raw payloads must produce, in plain Python.
 
-Independent of Flink: dedup by (account, id) keeping the first arrival, then a sum per
-(account, meter, period). Tests compare the pipeline's PostgreSQL rows with this.
+Independent of Flink: the first arrival of each (account, idempotency key) counts, a repeat
+with other content is a DUPLICATE_ID_CONFLICT, then one figure per (account, meter, period,
+segment) is computed with plain Python for each aggregation kind. Tests compare PostgreSQL
+with this.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import date
-from decimal import Decimal
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal
 
-from meterstream.rules.reasons import Rejection
-from meterstream.rules.validate import Validator
+from meterstream.meters.model import Aggregation
+from meterstream.rules.reasons import ReasonCode, Rejection
+from meterstream.rules.validate import QUANTITY_SCALE, Validator, ValidEvent
 
-TotalKey = tuple[str, str, date]
+#: (account, meter, period start, dimensions)
+TotalKey = tuple[str, str, date, str]
+
+
+@dataclass(slots=True)
+class _Group:
+    aggregation: Aggregation
+    events: list[ValidEvent] = field(default_factory=list)
+
+    def figure(self) -> Decimal:
+        quantities = [e.quantity for e in self.events if e.quantity is not None]
+        match self.aggregation:
+            case Aggregation.COUNT:
+                return Decimal(len(self.events))
+            case Aggregation.SUM:
+                return sum(quantities, Decimal(0))
+            case Aggregation.MIN:
+                return min(quantities)
+            case Aggregation.MAX:
+                return max(quantities)
+            case Aggregation.MEAN:
+                mean = sum(quantities, Decimal(0)) / len(quantities)
+                return mean.quantize(QUANTITY_SCALE, rounding=ROUND_HALF_UP)
+            case Aggregation.LATEST:
+                # The latest event time wins; ties go to the larger value's text, as in SQL.
+                latest = max(self.events, key=lambda e: (e.event_time, format(e.quantity, "f")))
+                return latest.quantity  # type: ignore[return-value]
+            case Aggregation.UNIQUE_COUNT:
+                return Decimal(len({e.unique_value for e in self.events}))
+        msg = f"no oracle for {self.aggregation}"
+        raise AssertionError(msg)
 
 
 @dataclass(frozen=True, slots=True)
 class Expected:
-    """What the pipeline must output for some input."""
+    """What the pipeline must output for some input.
+
+    Attributes:
+        totals: (quantity, distinct events) per (account, meter, period, dimensions).
+        rejections: (index in the input, reason code) of every event not counted.
+        warnings: (index, reason code) of events counted with a warning.
+    """
 
     totals: dict[TotalKey, tuple[Decimal, int]]
     rejections: list[tuple[int, str]]
+    warnings: list[tuple[int, str]]
 
 
-def expected_outcome(validator: Validator, payloads: Iterable[bytes | str]) -> Expected:
-    """Totals (quantity, event count) per (account, meter, period) and the rejections, in order.
-
-    `payloads` are in arrival order; the first arrival of an (account, id) is the one counted.
-    Rejections are (index in `payloads`, reason code).
-    """
-    seen: set[tuple[str, str]] = set()
-    totals: dict[TotalKey, tuple[Decimal, int]] = {}
+def expected_outcome(
+    validator: Validator, payloads: Iterable[bytes | str], arrived_at: datetime | None = None
+) -> Expected:
+    """The outcome of `payloads`, in arrival order, all arriving at `arrived_at` (default now)."""
+    arrival = arrived_at or datetime.now(UTC)
+    first_fingerprint: dict[tuple[str, str], int] = {}
+    groups: dict[TotalKey, _Group] = {}
     rejections: list[tuple[int, str]] = []
+    warnings: list[tuple[int, str]] = []
     for index, raw in enumerate(payloads):
-        result = validator.validate(raw)
+        result = validator.validate(raw, arrival)
         if isinstance(result, Rejection):
             rejections.append((index, result.code.value))
             continue
-        key = (result.account_id, result.event_id)
-        if key in seen:
+        if result.warning is not None:
+            warnings.append((index, result.warning.code.value))
+        key = (result.account_id, result.dedup_key)
+        if key in first_fingerprint:
+            if first_fingerprint[key] != result.fingerprint:
+                rejections.append((index, ReasonCode.DUPLICATE_ID_CONFLICT.value))
             continue
-        seen.add(key)
-        total_key = (result.account_id, result.meter, result.period_start)
-        quantity, count = totals.get(total_key, (Decimal(0), 0))
-        totals[total_key] = (quantity + result.quantity, count + 1)
-    return Expected(totals, rejections)
+        first_fingerprint[key] = result.fingerprint
+        total_key = (result.account_id, result.meter, result.period_start, result.dimensions)
+        groups.setdefault(total_key, _Group(result.aggregation)).events.append(result)
+    totals = {key: (group.figure(), len(group.events)) for key, group in groups.items()}
+    return Expected(totals, rejections, warnings)

@@ -17,6 +17,16 @@ class ReasonCode(StrEnum):
     INVALID_TIMESTAMP = "INVALID_TIMESTAMP"
     INVALID_ACCOUNT = "INVALID_ACCOUNT"
     UNKNOWN_METER = "UNKNOWN_METER"
+    #: `dataschema` names a version the meter does not have.
+    UNKNOWN_SCHEMA_VERSION = "UNKNOWN_SCHEMA_VERSION"
+    #: The version is past its sunset (an error), or deprecated before it (a warning: counted).
+    DEPRECATED_SCHEMA_VERSION = "DEPRECATED_SCHEMA_VERSION"
+    #: `time` is more than 5 minutes after the event reached Kafka.
+    TIMESTAMP_IN_FUTURE = "TIMESTAMP_IN_FUTURE"
+    #: `time` is more than 35 days before the event reached Kafka (beyond the dedup window).
+    TIMESTAMP_TOO_OLD = "TIMESTAMP_TOO_OLD"
+    #: A repeat of an idempotency key whose payload differs from the first: counted once.
+    DUPLICATE_ID_CONFLICT = "DUPLICATE_ID_CONFLICT"
     # Added by the ingest API (answered synchronously; such events never reach Kafka):
     #: `subject` is a valid account id, but not an account of the token's organisation.
     ACCOUNT_NOT_IN_ORGANISATION = "ACCOUNT_NOT_IN_ORGANISATION"
