@@ -42,6 +42,7 @@ test-unit: install
 lint: install
 	$(VENV)/bin/ruff check meterstream jobs tests
 	$(VENV)/bin/ruff format --check meterstream jobs tests
+	$(MS) schemas check
 
 clean: down
 	rm -rf .stack

@@ -54,10 +54,11 @@ def unique() -> str:
 @pytest.fixture
 def topics(stack: Settings, unique: str) -> tuple[str, str]:
     """A fresh raw topic and rejected topic for one test."""
-    from meterstream.stack.kafka import create_topics  # noqa: PLC0415
+    from meterstream.stack.kafka import RAW_TOPIC_CONFIG, create_topics  # noqa: PLC0415
 
     raw, rejected = f"test-{unique}-raw", f"test-{unique}-rejected"
-    create_topics(stack, [raw, rejected])
+    create_topics(stack, [raw], config=RAW_TOPIC_CONFIG)
+    create_topics(stack, [rejected])
     return raw, rejected
 
 

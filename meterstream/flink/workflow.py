@@ -67,8 +67,8 @@ VALIDATION_LOG = """
 CREATE TEMPORARY VIEW validation_log AS
 SELECT c.source_topic AS source_topic, c.source_partition AS source_partition,
        c.source_offset AS source_offset, c.reason AS reason_code, 'error' AS severity,
-       c.detail AS detail, CAST(NULL AS STRING) AS account_id, CAST(NULL AS STRING) AS meter,
-       CAST(NULL AS STRING) AS event_id, payload AS raw_payload,
+       c.detail AS detail, c.account_id AS account_id, c.meter AS meter,
+       c.event_id AS event_id, payload AS raw_payload,
        CAST(arrived_at AS TIMESTAMP(3)) AS arrived_at
 FROM checked_events
 WHERE c.reason IS NOT NULL

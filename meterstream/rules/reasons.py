@@ -42,3 +42,7 @@ class Rejection:
 
     code: ReasonCode
     detail: str
+    #: Known when the envelope could be read that far (for per-account and per-meter queries).
+    account_id: str | None = None
+    meter: str | None = None
+    event_id: str | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Context, Decimal
 from typing import Any
@@ -210,6 +210,17 @@ class Validator:
 
     def validate_envelope(self, envelope: Envelope, arrived_at: datetime) -> ValidEvent | Rejection:
         """Validate a parsed envelope against its meter version, its time window and its data."""
+        result = self._check(envelope, arrived_at)
+        if isinstance(result, Rejection):
+            return replace(
+                result,
+                account_id=envelope.account_id,
+                meter=envelope.meter,
+                event_id=envelope.event_id,
+            )
+        return result
+
+    def _check(self, envelope: Envelope, arrived_at: datetime) -> ValidEvent | Rejection:
         current = self._current.get(envelope.meter)
         if current is None:
             return Rejection(

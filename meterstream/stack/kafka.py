@@ -149,7 +149,17 @@ def reset(settings: Settings) -> None:
     shutil.rmtree(_dirs(settings)[0], ignore_errors=True)
 
 
-def create_topics(settings: Settings, names: list[str], partitions: int | None = None) -> None:
+#: Raw-event topics: the broker stamps each record's arrival time, which validation uses for
+#: its time checks; clients cannot set it.
+RAW_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
+
+
+def create_topics(
+    settings: Settings,
+    names: list[str],
+    partitions: int | None = None,
+    config: dict[str, str] | None = None,
+) -> None:
     """Create topics that do not exist yet (idempotent)."""
     from confluent_kafka.admin import AdminClient, NewTopic  # noqa: PLC0415
 
@@ -160,6 +170,7 @@ def create_topics(settings: Settings, names: list[str], partitions: int | None =
             name,
             num_partitions=partitions or settings.kafka.topics.partitions,
             replication_factor=1,
+            config=config or {},
         )
         for name in names
         if name not in existing

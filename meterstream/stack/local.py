@@ -20,7 +20,8 @@ def up(settings: Settings, say: Callable[[str], None] = print) -> None:
         + f" on {settings.kafka.bootstrap_servers}"
     )
     topics = settings.kafka.topics
-    kafka.create_topics(settings, [topics.raw, topics.rejected])
+    kafka.create_topics(settings, [topics.raw], config=kafka.RAW_TOPIC_CONFIG)
+    kafka.create_topics(settings, [topics.rejected])
     say(f"topics: {topics.raw}, {topics.rejected}")
     say(
         "PostgreSQL: "

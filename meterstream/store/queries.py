@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -21,12 +23,61 @@ def usage_aggregates(settings: Settings, account_prefix: str | None = None) -> l
         ).fetchall()
 
 
-def rejection_summary(settings: Settings, topic: str | None = None) -> list[dict[str, Any]]:
-    """Rejections counted by reason code, optionally for one source topic."""
+@dataclass(frozen=True, slots=True)
+class LogFilter:
+    """Which validation-log entries to read; None means any."""
+
+    account: str | None = None
+    meter: str | None = None
+    code: str | None = None
+    severity: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        """The SQL condition and its parameters (values are always bound, never spliced)."""
+        clauses, params = ["TRUE"], []
+        for column, value in (
+            ("account_id", self.account),
+            ("meter", self.meter),
+            ("reason_code", self.code),
+            ("severity", self.severity),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = %s")
+                params.append(value)
+        if self.since is not None:
+            clauses.append("arrived_at >= %s")
+            params.append(self.since)
+        if self.until is not None:
+            clauses.append("arrived_at < %s")
+            params.append(self.until)
+        return " AND ".join(clauses), params
+
+
+def validation_log(
+    settings: Settings, log_filter: LogFilter, limit: int = 100
+) -> list[dict[str, Any]]:
+    """The newest validation-log entries matching `log_filter`."""
+    where, params = log_filter.where()
     with psycopg.connect(settings.postgres.conninfo, row_factory=dict_row) as conn:
         return conn.execute(
-            "SELECT reason_code, count(*) AS events, max(arrived_at) AS last_arrived_at"
-            " FROM rejected_events WHERE %s::text IS NULL OR source_topic = %s"
-            " GROUP BY reason_code ORDER BY events DESC",
-            (topic, topic),
+            "SELECT arrived_at, severity, reason_code, account_id, meter, event_id, detail,"
+            " raw_payload, source_topic, source_partition, source_offset FROM rejected_events"
+            f" WHERE {where} ORDER BY arrived_at DESC, source_offset DESC LIMIT %s",
+            [*params, limit],
+        ).fetchall()
+
+
+def rejection_summary(
+    settings: Settings, log_filter: LogFilter | None = None
+) -> list[dict[str, Any]]:
+    """Validation-log entries counted by severity and reason code."""
+    where, params = (log_filter or LogFilter()).where()
+    with psycopg.connect(settings.postgres.conninfo, row_factory=dict_row) as conn:
+        return conn.execute(
+            "SELECT severity, reason_code, count(*) AS events, max(arrived_at) AS last_arrived_at"
+            f" FROM rejected_events WHERE {where}"
+            " GROUP BY severity, reason_code ORDER BY events DESC",
+            params,
         ).fetchall()

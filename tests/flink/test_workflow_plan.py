@@ -37,15 +37,26 @@ def test_workflow_calls_the_python_udf_once_per_event_for_all_branches(optimized
     assert optimized_plan.count("PythonCalc(") == 1
 
 
-def test_workflow_dedups_by_account_and_id_keeping_the_first_arrival(optimized_plan: str) -> None:
-    assert optimized_plan.count("Deduplicate(keep=[FirstRow]") == 1
-
-
-def test_workflow_aggregates_per_account_meter_and_period_in_two_phases(
+def test_workflow_numbers_arrivals_per_account_and_key_in_one_over_aggregate(
     optimized_plan: str,
 ) -> None:
-    assert "LocalGroupAggregate(groupBy=[account_id, meter, period_start]" in optimized_plan
-    assert "GlobalGroupAggregate(groupBy=[account_id, meter, period_start]" in optimized_plan
+    assert optimized_plan.count("OverAggregate(") == 1
+    assert "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW" in optimized_plan
+    assert "COUNT(*)" in optimized_plan
+    assert "FIRST_VALUE(" in optimized_plan
+
+
+def test_workflow_aggregates_per_account_meter_period_and_segment_in_two_phases(
+    optimized_plan: str,
+) -> None:
+    group = "groupBy=[account_id, meter, period_start, dimensions]"
+    assert f"LocalGroupAggregate({group}" in optimized_plan
+    assert f"GlobalGroupAggregate({group}" in optimized_plan
+
+
+def test_workflow_writes_figures_without_an_upsert_materializer(optimized_plan: str) -> None:
+    # The group key equals the table's primary key: no extra state-keeping sink operator.
+    assert "upsertMaterialize=[true]" not in optimized_plan
 
 
 def test_workflow_writes_aggregates_and_both_rejection_sinks(optimized_plan: str) -> None:
