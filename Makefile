@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 MS := $(VENV)/bin/meterstream
 
-.PHONY: install demo up down status test test-unit lint clean
+.PHONY: install demo up down status test test-unit lint clean bench
 .DEFAULT_GOAL := help
 
 help:
@@ -35,6 +35,10 @@ status: install
 # and stops what it started.
 test: install
 	$(VENV)/bin/python -m pytest
+
+# The benchmark (docs/benchmarks.md): starts the local stack if needed, writes bench-results/.
+bench: install
+	$(MS) bench
 
 test-unit: install
 	$(VENV)/bin/python -m pytest tests/unit meterstream -q

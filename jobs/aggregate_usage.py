@@ -1,8 +1,10 @@
 """Aggregate usage: raw CloudEvents in Kafka -> per-account, per-meter, per-month totals.
 
 Input:  Kafka topic `meterstream.events.raw` (CloudEvents JSON, keyed by account id).
+Lookup: PostgreSQL `account_time_zones` (each account's billing time zone, cached 1 minute).
 Output: PostgreSQL `usage_aggregates` (upserts by primary key), `rejected_events` (validation log,
-        keyed by Kafka position), Kafka topic `meterstream.events.rejected` (transactional).
+        keyed by Kafka position), `late_events` (first arrivals after their period's allowed
+        lateness), Kafka topic `meterstream.events.rejected` (transactional).
 Guarantees: Kafka offsets are checkpointed with the dedup and aggregate state; every write is
 an idempotent upsert of absolute values, so a restart from a checkpoint neither loses nor double
 counts.
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     t_env.execute_sql(tables.jdbc_usage_aggregates_ddl(settings))
     t_env.execute_sql(tables.jdbc_rejected_events_ddl(settings))
+    t_env.execute_sql(tables.jdbc_late_events_ddl(settings))
+    t_env.execute_sql(tables.jdbc_time_zones_ddl(settings))
     t_env.execute_sql(tables.kafka_rejected_events_ddl(settings, topic=args.rejected_topic))
     statements = define_workflow(
         t_env,
@@ -60,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         settings,
         source="raw_events",
         sinks=tables.SinkTables(),
+        time_zones="account_time_zones",
     )
     result = statements.execute()
     client = result.get_job_client()

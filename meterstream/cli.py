@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from meterstream.api.cli import accounts, orgs, serve, tokens, upload
+from meterstream.billing_cli import periods, time_zone_app
 from meterstream.config import env_names, load_settings
 from meterstream.errors import MeterstreamError
 
@@ -191,13 +195,95 @@ def aggregates(
 
 
 @app.command()
-def rejections() -> None:
-    """Summarise the validation log (rejected events by reason code)."""
-    from meterstream.store.queries import rejection_summary  # noqa: PLC0415
+def rejections(
+    account: Annotated[str | None, typer.Option(help="only this account")] = None,
+    meter: Annotated[str | None, typer.Option(help="only this meter")] = None,
+    code: Annotated[str | None, typer.Option(help="only this reason code")] = None,
+    severity: Annotated[str | None, typer.Option(help="error (not counted) or warning")] = None,
+    since: Annotated[datetime | None, typer.Option(help="arrived at or after (UTC)")] = None,
+    until: Annotated[datetime | None, typer.Option(help="arrived before (UTC)")] = None,
+    limit: Annotated[int, typer.Option(help="newest entries to show")] = 50,
+    output: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    summary: Annotated[bool, typer.Option(help="counts by reason code instead of entries")] = False,
+) -> None:
+    """Query the validation log: rejected events (and accepted ones with warnings)."""
+    from meterstream.store.queries import LogFilter, rejection_summary, validation_log  # noqa: PLC0415
 
-    table = Table("reason code", "events", "last arrived (UTC)")
-    for row in rejection_summary(load_settings()):
-        table.add_row(row["reason_code"], str(row["events"]), str(row["last_arrived_at"]))
+    utc = [t.replace(tzinfo=UTC) if t and t.tzinfo is None else t for t in (since, until)]
+    log_filter = LogFilter(account, meter, code, severity, utc[0], utc[1])
+    settings = load_settings()
+    rows = (
+        rejection_summary(settings, log_filter)
+        if summary
+        else validation_log(settings, log_filter, limit)
+    )
+    if output == "json":
+        typer.echo(json.dumps(rows, default=str, indent=2))
+        return
+    if summary:
+        table = Table("severity", "reason code", "events", "last arrived (UTC)")
+        for row in rows:
+            table.add_row(
+                row["severity"], row["reason_code"], str(row["events"]), str(row["last_arrived_at"])
+            )
+    else:
+        table = Table("arrived (UTC)", "severity", "code", "account", "meter", "detail")
+        for row in rows:
+            table.add_row(
+                row["arrived_at"].strftime("%Y-%m-%d %H:%M:%S"),
+                row["severity"],
+                row["reason_code"],
+                row["account_id"] or "",
+                row["meter"] or "",
+                row["detail"],
+            )
+    console.print(table)
+
+
+schemas_app = typer.Typer(help="Meter definitions in schemas/.", no_args_is_help=True)
+app.add_typer(schemas_app, name="schemas")
+
+
+@schemas_app.command("check")
+def schemas_check(
+    directory: Annotated[Path | None, typer.Option("--dir", help="default: schemas/")] = None,
+) -> None:
+    """Load every meter version and check each new version against the one before it."""
+    from meterstream.meters.compat import check_registry  # noqa: PLC0415
+    from meterstream.meters.registry import load_registry  # noqa: PLC0415
+
+    try:
+        registry = load_registry(directory or load_settings().schemas_dir)
+    except MeterstreamError as exc:
+        raise _fail(exc) from exc
+    problems = check_registry(registry)
+    for problem in problems:
+        console.print(f"[red]incompatible:[/red] {problem}")
+    versions = sum(len(v) for v in registry.meters.values())
+    if problems:
+        raise typer.Exit(code=1)
+    console.print(f"{len(registry.meters)} meters, {versions} versions: compatible")
+
+
+@schemas_app.command("list")
+def schemas_list() -> None:
+    """Show every meter version and its billing semantics."""
+    from meterstream.meters.registry import load_registry  # noqa: PLC0415
+
+    registry = load_registry(load_settings().schemas_dir)
+    table = Table(
+        "meter", "version", "aggregation", "value field", "group by", "idempotency", "sunset"
+    )
+    for m in registry.all():
+        table.add_row(
+            m.name,
+            str(m.version),
+            m.aggregation.value,
+            m.value_field or "",
+            ", ".join(m.group_by),
+            m.idempotency_key.value,
+            m.sunset.isoformat() if m.sunset else "",
+        )
     console.print(table)
 
 
@@ -224,5 +310,17 @@ def demo(events: Annotated[int, typer.Option()] = 2_000) -> None:
         console.print(f"[red]the job failed (exit {code})")
         raise typer.Exit(code=code)
     aggregates(account="demo")
-    rejections()
+    rejections(summary=True)
     console.print("The stack is still running: `meterstream down` (or `make down`) stops it.")
+
+
+# Billing periods (meterstream/billing_cli.py).
+app.add_typer(time_zone_app, name="time-zone")
+app.command("periods")(periods)
+
+# The ingest API's commands (meterstream/api/cli.py).
+app.command("serve")(serve)
+app.command("upload")(upload)
+app.add_typer(tokens, name="tokens")
+app.add_typer(orgs, name="orgs")
+app.add_typer(accounts, name="accounts")

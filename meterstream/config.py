@@ -72,6 +72,9 @@ class FlinkSettings:
     checkpoint_interval_ms: int = 5_000
     #: Event ids are remembered this long for deduplication (the billing contract: 35 days).
     dedup_ttl_days: int = 35
+    #: How long after its end a billing period still takes events (arrival time, per account
+    #: time zone); later first arrivals go to `late_events` instead of the figures.
+    allowed_lateness_hours: int = 72
     #: Per-period totals must outlive the longest period plus lateness, or a late event
     #: would restart a total from zero; 70 days covers a 31-day month + 35 days of ids.
     aggregate_ttl_days: int = 70
@@ -176,6 +179,8 @@ class Settings:
             problems.append("flink.parallelism must be >= 1")
         if self.flink.state_backend not in ("hashmap", "rocksdb"):
             problems.append("flink.state_backend must be 'hashmap' or 'rocksdb'")
+        if self.flink.allowed_lateness_hours < 0:
+            problems.append("flink.allowed_lateness_hours must be >= 0")
         if self.flink.aggregate_ttl_days < self.flink.dedup_ttl_days:
             problems.append("flink.aggregate_ttl_days must be >= flink.dedup_ttl_days")
         if self.kafka.topics.partitions < 1:

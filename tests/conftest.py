@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,11 @@ import pytest
 from meterstream.config import Settings, load_settings
 from meterstream.meters.registry import MeterRegistry, load_registry
 from meterstream.rules.validate import Validator
+
+# Generated events straddle a month boundary up to a month back; with the default 72-hour
+# lateness most of them would be late. Pipeline tests use a 60-day lateness (their jobs inherit
+# this environment) unless they test lateness itself.
+os.environ.setdefault("METERSTREAM_FLINK_ALLOWED_LATENESS_HOURS", str(24 * 60))
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import psycopg
 
 from meterstream.config import Settings
-from meterstream.rules.oracle import TotalKey
+from meterstream.rules.oracle import Expected, TotalKey, expected_outcome
+from meterstream.rules.validate import Validator
 
 
 def totals_in_postgres(
@@ -64,3 +66,11 @@ def consume_all(settings: Settings, topic: str, timeout_s: float = 10.0) -> list
     finally:
         consumer.close()
     return values
+
+
+def oracle(
+    settings: Settings, validator: Validator, payloads: list[bytes], **kwargs: object
+) -> Expected:
+    """The oracle's outcome with the deployment's allowed lateness."""
+    kwargs.setdefault("allowed_lateness", timedelta(hours=settings.flink.allowed_lateness_hours))
+    return expected_outcome(validator, payloads, **kwargs)  # type: ignore[arg-type]

@@ -53,6 +53,8 @@ class SinkTables:
     usage_aggregates: str = "usage_aggregates"
     rejected_events: str = "rejected_events"
     rejected_topic: str | None = "rejected_events_topic"
+    #: First arrivals that came after their period's allowed lateness (not added to figures).
+    late_events: str | None = "late_events"
 
 
 def _with(options: dict[str, str]) -> str:
@@ -126,3 +128,49 @@ def kafka_rejected_events_ddl(
     }
     columns = REJECTED_EVENTS_COLUMNS.split("    PRIMARY KEY", maxsplit=1)[0].rstrip().rstrip(",")
     return f"CREATE TEMPORARY TABLE {name} ({columns}\n) WITH (\n{_with(options)}\n)"
+
+
+LATE_EVENTS_COLUMNS = """
+    source_topic STRING,
+    source_partition INT,
+    source_offset BIGINT,
+    account_id STRING,
+    meter STRING,
+    event_id STRING,
+    period_start DATE,
+    dimensions STRING,
+    quantity DECIMAL(38, 9),
+    event_time TIMESTAMP(3),
+    arrived_at TIMESTAMP(3),
+    raw_payload STRING,
+    PRIMARY KEY (source_topic, source_partition, source_offset) NOT ENFORCED
+"""
+
+TIME_ZONES_COLUMNS = """
+    account_id STRING,
+    time_zone STRING,
+    PRIMARY KEY (account_id) NOT ENFORCED
+"""
+
+
+def jdbc_late_events_ddl(settings: Settings, *, name: str = "late_events") -> str:
+    """The PostgreSQL `late_events` table, keyed by Kafka position: replays are no-ops."""
+    options = _jdbc(settings, "late_events")
+    return f"CREATE TEMPORARY TABLE {name} ({LATE_EVENTS_COLUMNS}) WITH (\n{_with(options)}\n)"
+
+
+def jdbc_time_zones_ddl(settings: Settings, *, name: str = "account_time_zones") -> str:
+    """Each account's billing time zone, looked up per event with a one-minute cache."""
+    options = {
+        **{
+            k: v
+            for k, v in _jdbc(settings, "account_time_zones").items()
+            if not k.startswith("sink.")
+        },
+        "lookup.cache": "PARTIAL",
+        "lookup.partial-cache.max-rows": "200000",
+        "lookup.partial-cache.expire-after-write": "1 min",
+        "lookup.partial-cache.cache-missing-key": "true",
+        "lookup.max-retries": "10",
+    }
+    return f"CREATE TEMPORARY TABLE {name} ({TIME_ZONES_COLUMNS}) WITH (\n{_with(options)}\n)"

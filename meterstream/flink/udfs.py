@@ -30,8 +30,6 @@ CHECKED_EVENT = DataTypes.ROW(
         DataTypes.FIELD("meter", DataTypes.STRING()),
         DataTypes.FIELD("aggregation", DataTypes.STRING()),
         DataTypes.FIELD("event_time_ms", DataTypes.BIGINT()),
-        # ISO date string: thread mode cannot hand a Python date to the JVM (ClassCastException).
-        DataTypes.FIELD("period_start", DataTypes.STRING()),
         DataTypes.FIELD("dimensions", DataTypes.STRING()),
         DataTypes.FIELD("quantity", DataTypes.DECIMAL(38, 9)),
         DataTypes.FIELD("unique_value", DataTypes.STRING()),
@@ -39,6 +37,10 @@ CHECKED_EVENT = DataTypes.ROW(
         DataTypes.FIELD("fingerprint", DataTypes.BIGINT()),
     ]
 )
+
+
+#: The fields after `meter`, all NULL for a rejected record.
+REJECTED_TAIL = (None,) * (len(CHECKED_EVENT.fields) - 10)
 
 
 class CheckEvent(ScalarFunction):
@@ -63,6 +65,7 @@ class CheckEvent(ScalarFunction):
         # TIMESTAMP_LTZ arrives naive, in the session time zone, which the job pins to UTC.
         result = self._validator.validate(payload or "", arrived_at.replace(tzinfo=UTC))
         if isinstance(result, Rejection):
+            known = (result.event_id, result.account_id, result.meter)
             return Row(
                 result.code.value,
                 result.detail,
@@ -71,17 +74,8 @@ class CheckEvent(ScalarFunction):
                 topic,
                 partition,
                 offset,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
+                *known,
+                *REJECTED_TAIL,
             )
         warning = result.warning
         return Row(
@@ -97,7 +91,6 @@ class CheckEvent(ScalarFunction):
             result.meter,
             result.aggregation.value,
             int(result.event_time.timestamp() * 1000),
-            result.period_start.isoformat(),
             result.dimensions,
             result.quantity,
             result.unique_value,

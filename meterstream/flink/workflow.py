@@ -25,18 +25,51 @@ SELECT payload, arrived_at, proc_time,
 FROM {source}
 """
 
-ACCEPTED_EVENTS = """
-CREATE TEMPORARY VIEW accepted_events AS
+VALIDATED_EVENTS = """
+CREATE TEMPORARY VIEW validated_events AS
 SELECT c.event_id AS event_id, c.account_id AS account_id, c.meter AS meter,
        c.aggregation AS aggregation, c.event_time_ms AS event_time_ms,
-       TO_TIMESTAMP_LTZ(c.event_time_ms, 3) AS event_time,
-       CAST(c.period_start AS DATE) AS period_start, c.dimensions AS dimensions,
+       TO_TIMESTAMP_LTZ(c.event_time_ms, 3) AS event_time, c.dimensions AS dimensions,
        c.quantity AS quantity, c.unique_value AS unique_value, c.dedup_key AS dedup_key,
        c.fingerprint AS fingerprint, c.source_topic AS source_topic,
        c.source_partition AS source_partition, c.source_offset AS source_offset,
        payload, arrived_at, proc_time
 FROM checked_events
 WHERE c.reason IS NULL
+"""
+
+# Each account's billing time zone, from PostgreSQL through a cached lookup (UTC by default).
+ZONED_EVENTS = """
+CREATE TEMPORARY VIEW zoned_events AS
+SELECT v.*, COALESCE(z.time_zone, 'UTC') AS time_zone
+FROM validated_events AS v
+LEFT JOIN {time_zones} FOR SYSTEM_TIME AS OF v.proc_time AS z ON v.account_id = z.account_id
+"""
+
+UTC_EVENTS = """
+CREATE TEMPORARY VIEW zoned_events AS
+SELECT *, 'UTC' AS time_zone FROM validated_events
+"""
+
+# The period is the local calendar month of the event time. An event is too late when it
+# reached Kafka (the broker's append time, so a replay decides the same) after the period's
+# end plus the allowed lateness; rules/periods.py is the same rule in Python.
+ACCEPTED_EVENTS = """
+CREATE TEMPORARY VIEW accepted_events AS
+SELECT event_id, account_id, meter, aggregation, event_time_ms, event_time,
+       CAST(CONCAT(local_month, '-01') AS DATE) AS period_start, dimensions, quantity,
+       unique_value, dedup_key, fingerprint, source_topic, source_partition, source_offset,
+       payload, arrived_at, proc_time, time_zone,
+       CAST(arrived_at AS TIMESTAMP(3)) > TIMESTAMPADD(HOUR, {lateness_hours}, TO_TIMESTAMP(
+         CONVERT_TZ(DATE_FORMAT(TIMESTAMPADD(MONTH, 1,
+                                             TO_TIMESTAMP(CONCAT(local_month, '-01 00:00:00'))),
+                                'yyyy-MM-dd HH:mm:ss'),
+                    time_zone, 'UTC'))) AS too_late
+FROM (
+  SELECT *, SUBSTR(CONVERT_TZ(DATE_FORMAT(event_time, 'yyyy-MM-dd HH:mm:ss'), 'UTC', time_zone),
+                   1, 7) AS local_month
+  FROM zoned_events
+)
 """
 
 # Number each arrival of an (account, idempotency key) and remember the first one's content
@@ -59,7 +92,16 @@ CREATE TEMPORARY VIEW unique_events AS
 SELECT account_id, meter, aggregation, event_time_ms, event_time, period_start, dimensions,
        quantity, unique_value, arrived_at
 FROM arrivals
-WHERE arrival = 1
+WHERE arrival = 1 AND NOT too_late
+"""
+
+LATE_EVENTS = """
+INSERT INTO {sink}
+SELECT source_topic, source_partition, source_offset, account_id, meter, event_id,
+       period_start, dimensions, quantity, CAST(event_time AS TIMESTAMP(3)),
+       CAST(arrived_at AS TIMESTAMP(3)), payload
+FROM arrivals
+WHERE arrival = 1 AND too_late
 """
 
 # The validation log: rejections (errors), accepted-with-warning events, and conflicts.
@@ -97,12 +139,19 @@ def define_workflow(
     *,
     source: str,
     sinks: SinkTables,
+    time_zones: str | None = None,
 ) -> StatementSet:
-    """Add the workflow's views and inserts to `t_env`; return the statements to execute."""
+    """Add the workflow's views and inserts to `t_env`; return the statements to execute.
+
+    `time_zones` names a lookup table of (account_id, time_zone); without it every account
+    is billed in UTC.
+    """
     t_env.create_temporary_system_function("check_event", check_event_udf(registry))
     for view in (
         CHECKED_EVENTS.format(source=source),
-        ACCEPTED_EVENTS,
+        VALIDATED_EVENTS,
+        ZONED_EVENTS.format(time_zones=time_zones) if time_zones else UTC_EVENTS,
+        ACCEPTED_EVENTS.format(lateness_hours=int(settings.flink.allowed_lateness_hours)),
         ARRIVALS,
         UNIQUE_EVENTS,
         VALIDATION_LOG,
@@ -120,4 +169,6 @@ def define_workflow(
     statements.add_insert_sql(LOG.format(sink=sinks.rejected_events))
     if sinks.rejected_topic:
         statements.add_insert_sql(LOG.format(sink=sinks.rejected_topic))
+    if sinks.late_events:
+        statements.add_insert_sql(LATE_EVENTS.format(sink=sinks.late_events))
     return statements

@@ -1,19 +1,21 @@
 """The test oracle: the exact totals a sequence of raw payloads must produce, in plain Python.
 
 Independent of Flink: the first arrival of each (account, idempotency key) counts, a repeat
-with other content is a DUPLICATE_ID_CONFLICT, then one figure per (account, meter, period,
-segment) is computed with plain Python for each aggregation kind. Tests compare PostgreSQL
-with this.
+with other content is a DUPLICATE_ID_CONFLICT, a first arrival after its period's allowed
+lateness is late (not counted), then one figure per (account, meter, period in the account's
+time zone, segment) is computed with plain Python for each aggregation kind. Tests compare
+PostgreSQL with this.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from meterstream.meters.model import Aggregation
+from meterstream.rules.periods import DEFAULT_ALLOWED_LATENESS, is_late, period_start
 from meterstream.rules.reasons import ReasonCode, Rejection
 from meterstream.rules.validate import QUANTITY_SCALE, Validator, ValidEvent
 
@@ -63,18 +65,39 @@ class Expected:
     totals: dict[TotalKey, tuple[Decimal, int]]
     rejections: list[tuple[int, str]]
     warnings: list[tuple[int, str]]
+    #: (index, period key) of first arrivals that came after their period's allowed lateness.
+    late: list[tuple[int, TotalKey]] = field(default_factory=list)
 
 
 def expected_outcome(
-    validator: Validator, payloads: Iterable[bytes | str], arrived_at: datetime | None = None
+    validator: Validator,
+    payloads: Iterable[bytes | str],
+    arrived_at: datetime | Sequence[datetime] | None = None,
+    *,
+    time_zones: Mapping[str, str] | None = None,
+    allowed_lateness: timedelta = DEFAULT_ALLOWED_LATENESS,
 ) -> Expected:
-    """The outcome of `payloads`, in arrival order, all arriving at `arrived_at` (default now)."""
-    arrival = arrived_at or datetime.now(UTC)
+    """The outcome of `payloads`, in arrival order.
+
+    Args:
+        validator: validates each payload.
+        payloads: raw records in arrival order.
+        arrived_at: one arrival time for all (default now), or one per payload.
+        time_zones: account -> IANA zone for billing periods (default UTC).
+        allowed_lateness: how long after its end a period still takes events.
+    """
+    items = list(payloads)
+    if arrived_at is None or isinstance(arrived_at, datetime):
+        arrivals = [arrived_at or datetime.now(UTC)] * len(items)
+    else:
+        arrivals = list(arrived_at)
+    zones = time_zones or {}
     first_fingerprint: dict[tuple[str, str], int] = {}
     groups: dict[TotalKey, _Group] = {}
     rejections: list[tuple[int, str]] = []
     warnings: list[tuple[int, str]] = []
-    for index, raw in enumerate(payloads):
+    late: list[tuple[int, TotalKey]] = []
+    for index, (raw, arrival) in enumerate(zip(items, arrivals, strict=True)):
         result = validator.validate(raw, arrival)
         if isinstance(result, Rejection):
             rejections.append((index, result.code.value))
@@ -87,7 +110,12 @@ def expected_outcome(
                 rejections.append((index, ReasonCode.DUPLICATE_ID_CONFLICT.value))
             continue
         first_fingerprint[key] = result.fingerprint
-        total_key = (result.account_id, result.meter, result.period_start, result.dimensions)
+        tz = zones.get(result.account_id, "UTC")
+        period = period_start(result.event_time, tz)
+        total_key = (result.account_id, result.meter, period, result.dimensions)
+        if is_late(result.event_time, arrival, tz, allowed_lateness):
+            late.append((index, total_key))
+            continue
         groups.setdefault(total_key, _Group(result.aggregation)).events.append(result)
     totals = {key: (group.figure(), len(group.events)) for key, group in groups.items()}
-    return Expected(totals, rejections, warnings)
+    return Expected(totals, rejections, warnings, late)

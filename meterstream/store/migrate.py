@@ -33,6 +33,17 @@ def migrate(settings: Settings, migrations_dir: Path = MIGRATIONS_DIR) -> list[s
                     conn.execute(path.read_text())  # type: ignore[arg-type] - trusted repo file
                     conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (path.name,))
                 applied.append(path.name)
+            _sync_billing_config(conn, settings)
         finally:
             conn.execute("SELECT pg_advisory_unlock(72656)")
     return applied
+
+
+def _sync_billing_config(conn: psycopg.Connection, settings: Settings) -> None:
+    """Record the deployment's allowed lateness where `billing_periods` reads it."""
+    exists = conn.execute("SELECT to_regclass('billing_config') IS NOT NULL").fetchone()
+    if exists and exists[0]:
+        conn.execute(
+            "UPDATE billing_config SET allowed_lateness = make_interval(hours => %s)",
+            (settings.flink.allowed_lateness_hours,),
+        )

@@ -10,11 +10,10 @@ import pytest
 
 from meterstream.config import Settings
 from meterstream.kafka_io import produce
-from meterstream.rules.oracle import expected_outcome
 from meterstream.rules.validate import Validator
 from meterstream.stack import flink
 from meterstream.testing import generate
-from tests.pipeline_helpers import rejections_in_postgres, totals_in_postgres
+from tests.pipeline_helpers import oracle, rejections_in_postgres, totals_in_postgres
 
 pytestmark = [pytest.mark.e2e, pytest.mark.flink]
 
@@ -56,6 +55,6 @@ def test_job_submitted_to_standalone_cluster_produces_the_oracle_totals(
         time.sleep(1)
     assert state == "FINISHED"
 
-    expected = expected_outcome(validator, [r.value for r in records])
+    expected = oracle(cluster, validator, [r.value for r in records])
     assert totals_in_postgres(cluster, prefix) == expected.totals
     assert len(rejections_in_postgres(cluster, topics[0])) == len(expected.rejections)

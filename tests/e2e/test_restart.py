@@ -15,10 +15,9 @@ import pytest
 from meterstream.config import Settings
 from meterstream.flink.launch import JobOptions, latest_checkpoint, start_job
 from meterstream.kafka_io import produce
-from meterstream.rules.oracle import expected_outcome
 from meterstream.rules.validate import Validator
 from meterstream.testing import generate
-from tests.pipeline_helpers import rejections_in_postgres, totals_in_postgres
+from tests.pipeline_helpers import oracle, rejections_in_postgres, totals_in_postgres
 
 pytestmark = [pytest.mark.e2e, pytest.mark.flink]
 
@@ -92,7 +91,7 @@ def test_job_killed_mid_stream_and_restored_from_checkpoint_neither_loses_nor_do
 
     checkpoint = latest_checkpoint(job_dir)
     assert checkpoint is not None
-    expected = expected_outcome(validator, [r.value for r in records])
+    expected = oracle(stack, validator, [r.value for r in records])
     distinct = sum(n for _, n in expected.totals.values())
     # A restored Kafka split keeps the stopping offset it was checkpointed with (none), so the
     # restored job runs unbounded, as in production: wait until it has counted every distinct

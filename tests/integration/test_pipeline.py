@@ -16,7 +16,6 @@ from meterstream.flink.launch import JobOptions, start_job
 from meterstream.kafka_io import produce
 from meterstream.meters.model import Aggregation
 from meterstream.meters.registry import load_registry
-from meterstream.rules.oracle import expected_outcome
 from meterstream.rules.reasons import ReasonCode
 from meterstream.rules.validate import Validator
 from meterstream.testing import (
@@ -27,7 +26,7 @@ from meterstream.testing import (
     generate,
     rfc3339,
 )
-from tests.pipeline_helpers import consume_all, rejections_in_postgres, totals_in_postgres
+from tests.pipeline_helpers import consume_all, oracle, rejections_in_postgres, totals_in_postgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 
@@ -78,7 +77,7 @@ def test_job_figures_every_aggregation_kind_and_segment_exactly_despite_retries_
 
     run_bounded(topics, job_dir, unique)
 
-    expected = expected_outcome(validator, [r.value for r in records])
+    expected = oracle(stack, validator, [r.value for r in records])
     actual = totals_in_postgres(stack, prefix)
     assert actual == expected.totals
     assert {period for (_, _, period, _) in actual} == {
@@ -169,7 +168,7 @@ def test_job_logs_every_kind_of_bad_event_with_its_code_and_payload_and_keeps_co
     )
 
     validator = Validator(load_registry(schemas_with_deprecations))
-    expected = expected_outcome(validator, values)
+    expected = oracle(stack, validator, values)
     assert sorted(code for _, code in expected.rejections) == sorted(c.value for c in bad)
     logged = rejections_in_postgres(stack, topics[0])
     assert Counter((code, payload) for _, _, code, payload in logged) == Counter(

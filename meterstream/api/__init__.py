@@ -1,0 +1,1 @@
+"""The ingest HTTP API (`meterstream serve`): FastAPI app, auth, limits, uploads, reads, health."""
