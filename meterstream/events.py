@@ -22,7 +22,7 @@ REQUIRED = ("id", "source", "type", "subject", "time", "data")
 ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 MAX_ID_LENGTH = 256
 #: `dataschema` names a version by its last path segment: `.../llm_tokens/v2` or `...:v2.avsc`.
-DATASCHEMA = re.compile(r"(?:^|[/:])v([1-9][0-9]{0,5})(?:\.avsc)?$")
+DATASCHEMA = re.compile(r"(?:^|[/:])v([1-9][0-9]{0,5})(?:\.avsc)?\Z")
 #: RFC 3339 date-time: full date, `T`, full time with seconds, optional fraction, Z or ±hh:mm.
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 

@@ -43,8 +43,12 @@ class _Group:
                 mean = sum(quantities, Decimal(0)) / len(quantities)
                 return mean.quantize(QUANTITY_SCALE, rounding=ROUND_HALF_UP)
             case Aggregation.LATEST:
-                # The latest event time wins; ties go to the larger value's text, as in SQL.
-                latest = max(self.events, key=lambda e: (e.event_time, format(e.quantity, "f")))
+                # The latest event time (to the millisecond, as in SQL) wins; ties go to the
+                # larger value's text, as in SQL.
+                latest = max(
+                    self.events,
+                    key=lambda e: (int(e.event_time.timestamp() * 1000), format(e.quantity, "f")),
+                )
                 return latest.quantity  # type: ignore[return-value]
             case Aggregation.UNIQUE_COUNT:
                 return Decimal(len({e.unique_value for e in self.events}))

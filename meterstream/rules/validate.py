@@ -262,6 +262,11 @@ class Validator:
         if isinstance(quantity, Rejection):
             return quantity
         meter = compiled.meter
+        try:
+            content = fingerprint(meter.name, envelope.event_time, envelope.data)
+        except TypeError:
+            # orjson serialises at most 254 levels; such data is not usage, it is an attack.
+            return Rejection(ReasonCode.INVALID_ENVELOPE, "data is nested too deeply")
         event_ms = int(envelope.event_time.timestamp() * 1000)
         if meter.idempotency_key is IdempotencyKey.EVENT_ID:
             dedup_key = "id:" + envelope.event_id
@@ -283,6 +288,6 @@ class Validator:
                 else None
             ),
             dedup_key=dedup_key,
-            fingerprint=fingerprint(meter.name, envelope.event_time, envelope.data),
+            fingerprint=content,
             warning=warning,
         )

@@ -1,13 +1,12 @@
 """Unit tests for meterstream.events: CloudEvents envelope parsing and RFC 3339 event times.
 
-The property tests at the end feed arbitrary input through `Validator.validate`: bad input is a
-value (`Rejection`), never an exception.
+The property tests at the end feed arbitrary input, and random mutations of valid events,
+through `Validator.validate`: bad input is a value (`Rejection`), never an exception.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -17,9 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meterstream.events import MAX_ID_LENGTH, REQUIRED, Envelope, parse_envelope, parse_time
+from meterstream.meters.model import Aggregation
+from meterstream.meters.registry import MeterRegistry
 from meterstream.rules.reasons import ReasonCode, Rejection
-from meterstream.rules.validate import Validator, ValidEvent
-from meterstream.testing import LAST_MS_OF_MONTH, cloud_event
+from meterstream.rules.validate import MAX_QUANTITY, Validator, ValidEvent
+from meterstream.testing import cloud_event
+from tests.unit.samples import ARRIVED_AT, GOOD_DATA, LAST_MS_OF_OCT, VALIDATOR_CODES
 
 STRING_FIELDS = ("id", "source", "type", "subject", "time")
 
@@ -30,7 +32,7 @@ def event(**overrides: Any) -> dict[str, Any]:
         "evt-1",
         "acct-42",
         "llm_tokens",
-        LAST_MS_OF_MONTH,
+        LAST_MS_OF_OCT,
         {"tokens": 812, "model": "small"},
         source="api-gateway",
     )
@@ -64,7 +66,7 @@ def test_parse_envelope_valid_event_returns_typed_envelope() -> None:
         account_id="acct-42",
         meter="llm_tokens",
         source="api-gateway",
-        event_time=LAST_MS_OF_MONTH,
+        event_time=LAST_MS_OF_OCT,
         data={"tokens": 812, "model": "small"},
     )
 
@@ -79,21 +81,36 @@ def test_parse_envelope_bytes_input_parses_like_str() -> None:
     assert from_bytes.source == "gateway-é"
 
 
-def test_parse_envelope_utf16_bytes_are_detected() -> None:
-    # json.loads detects UTF-16/32 from the first bytes, as RFC 8259 parsers may.
-    assert isinstance(parse_envelope(json.dumps(event()).encode("utf-16")), Envelope)
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32", "utf-8-sig"])
+def test_parse_envelope_non_utf8_bytes_are_malformed_json(encoding: str) -> None:
+    # orjson reads UTF-8 only (RFC 8259 section 8.1), with no byte order mark.
+    assert rejection_code(json.dumps(event()).encode(encoding)) is ReasonCode.MALFORMED_JSON
 
 
 def test_parse_envelope_offset_time_converted_to_utc() -> None:
     result = parse_envelope(json.dumps(event(time="2026-11-01T01:59:59.999+02:00")))
 
     assert isinstance(result, Envelope)
-    assert result.event_time == LAST_MS_OF_MONTH
+    assert result.event_time == LAST_MS_OF_OCT
     assert result.event_time.utcoffset() == timedelta(0)
 
 
 def test_parse_envelope_extra_fields_are_ignored() -> None:
-    result = parse_envelope(json.dumps(event(traceparent="00-abc", dataschema="x")))
+    result = parse_envelope(json.dumps(event(traceparent="00-abc", specversion="0.3", extra=[1])))
+
+    assert isinstance(result, Envelope)
+    assert result.event_id == "evt-1"
+    assert result.schema_version is None
+
+
+def test_parse_envelope_whitespace_around_document_accepted() -> None:
+    assert isinstance(parse_envelope(" \n" + json.dumps(event()) + "\n "), Envelope)
+
+
+def test_parse_envelope_repeated_key_takes_the_last_value() -> None:
+    text = json.dumps(event()).replace('"id": "evt-1"', '"id": "evt-0", "id": "evt-1"')
+
+    result = parse_envelope(text)
 
     assert isinstance(result, Envelope)
     assert result.event_id == "evt-1"
@@ -133,7 +150,15 @@ def test_parse_envelope_valid_account_accepted(account: str) -> None:
         b"",
         b"\x00\x01\x02",
         b'{"id": "\xff"}',  # invalid UTF-8
-        "1" * 5000,  # longer than Python's int-parsing limit
+        b'{"id": "\xc3\x28"}',  # invalid UTF-8 sequence
+        r'{"id": "\ud800"}',  # a JSON escape of a lone surrogate
+        '{"id": "\ud800"}',  # a str holding a lone surrogate (not encodable as UTF-8)
+        "1" * 5000,  # infinity when read as a double
+        '{"id": "evt-1"} trailing',
+        '{"id": "tab\there"}',  # raw control character in a string
+        '{"n": 01}',
+        '{"n": .5}',
+        '{"n": +1}',
     ],
 )
 def test_parse_envelope_not_json_is_malformed_json(raw: str | bytes) -> None:
@@ -146,6 +171,14 @@ def test_parse_envelope_not_json_is_malformed_json(raw: str | bytes) -> None:
 
 def test_parse_envelope_deeply_nested_json_is_malformed_json() -> None:
     assert rejection_code("[" * 100_000) is ReasonCode.MALFORMED_JSON
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "nan", "inf", "1e999"])
+def test_parse_envelope_non_finite_number_is_malformed_json(literal: str) -> None:
+    # Strict RFC 8259: Python's json would read these as floats; orjson refuses the record.
+    text = json.dumps(event()).replace('"tokens": 812', f'"tokens": {literal}')
+
+    assert rejection_code(text) is ReasonCode.MALFORMED_JSON
 
 
 # --- INVALID_ENVELOPE ------------------------------------------------------------------------
@@ -338,16 +371,121 @@ def test_parse_time_out_of_range_after_offset_is_none(value: str) -> None:
     assert parse_time(value) is None
 
 
+# --- dataschema: the schema version an event names -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dataschema", "version"),
+    [
+        ("schemas/llm_tokens/v2", 2),
+        ("schemas/llm_tokens/v1.avsc", 1),
+        ("v3", 3),
+        ("v3.avsc", 3),
+        ("https://schemas.example.com/meters/llm_tokens/v12", 12),
+        ("urn:meterstream:llm_tokens:v7", 7),
+        ("schemas/llm_tokens/v999999", 999999),
+        ("/v1", 1),
+    ],
+)
+def test_parse_envelope_dataschema_names_version_by_last_segment(
+    dataschema: str, version: int
+) -> None:
+    result = parse_envelope(json.dumps(event(dataschema=dataschema)))
+
+    assert isinstance(result, Envelope)
+    assert result.schema_version == version
+
+
+@pytest.mark.parametrize("doc", [event(), event(dataschema=None)])
+def test_parse_envelope_absent_or_null_dataschema_means_current_version(
+    doc: dict[str, Any],
+) -> None:
+    result = parse_envelope(json.dumps(doc))
+
+    assert isinstance(result, Envelope)
+    assert result.schema_version is None
+
+
+@pytest.mark.parametrize(
+    "dataschema",
+    [
+        "",
+        "x",
+        "v",
+        "v0",
+        "v01",
+        "v-1",
+        "V2",
+        "v2.json",
+        "v2.avsc.bak",
+        "v1000000",
+        "schemas/llm_tokens/v2/",
+        "schemas/llm_tokens/version2",
+        "schemas/llm_tokens/llm_tokens-v2",
+        "schemas/llm_tokens/v2?rev=3",
+        "schemas/llm_tokens/v 2",
+        2,
+        1.5,
+        True,
+        ["v2"],
+        {"version": 2},
+    ],
+)
+def test_parse_envelope_dataschema_without_version_is_invalid_envelope(dataschema: Any) -> None:
+    result = parse_envelope(json.dumps(event(dataschema=dataschema)))
+
+    assert isinstance(result, Rejection)
+    assert result.code is ReasonCode.INVALID_ENVELOPE
+    assert result.detail.startswith("dataschema ")
+    assert "v<N>" in result.detail
+
+
+def test_parse_envelope_dataschema_detail_truncates_value() -> None:
+    result = parse_envelope(json.dumps(event(dataschema="x" * 500)))
+
+    assert isinstance(result, Rejection)
+    assert "x" * 65 not in result.detail
+
+
+def test_parse_envelope_dataschema_with_trailing_newline_is_invalid_envelope() -> None:
+    assert (
+        rejection_code(json.dumps(event(dataschema="schemas/llm_tokens/v2\n")))
+        is ReasonCode.INVALID_ENVELOPE
+    )
+
+
+# --- check order inside the envelope ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code"),
+    [
+        # Missing fields are reported before any field's type.
+        ({"subject": None, "id": 5}, ReasonCode.MISSING_FIELD),
+        ({"data": None, "dataschema": 5}, ReasonCode.MISSING_FIELD),
+        # Field types, the id length, data and dataschema come before the account and time.
+        ({"subject": "bad account", "dataschema": "x"}, ReasonCode.INVALID_ENVELOPE),
+        ({"time": "yesterday", "data": []}, ReasonCode.INVALID_ENVELOPE),
+        ({"subject": "bad account", "id": "x" * 300}, ReasonCode.INVALID_ENVELOPE),
+        # The account is checked before the time.
+        ({"subject": "bad account", "time": "yesterday"}, ReasonCode.INVALID_ACCOUNT),
+    ],
+)
+def test_parse_envelope_first_failed_check_gives_the_code(
+    overrides: dict[str, Any], code: ReasonCode
+) -> None:
+    assert rejection_code(json.dumps(event(**overrides))) is code
+
+
 # --- property tests: Validator.validate never raises ----------------------------------------
 
 PROPERTY = settings(database=None, max_examples=150, deadline=None)
 
-# Numbers are bounded below 1e18: larger SUM quantities crash Decimal.quantize, a known bug
-# pinned by test_validator_huge_double_value_does_not_raise in test_validate.py.
 NUMBERS = st.one_of(
-    st.integers(max_value=10**18),
-    st.floats(max_value=1e18),
-    st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 2**31, 2**63, -(2**63) - 1]),
+    st.integers(),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([-0.0, 1e29, -1e29, 9.999999999999997e28, 2**31, 2**63, -(2**63) - 1]),
 )
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | NUMBERS | st.text(max_size=20),
@@ -356,31 +494,61 @@ JSON_VALUES = st.recursive(
     ),
     max_leaves=12,
 )
-# Years 1900..2100: instants near year 1 or 9999 with an offset overflow, a known bug pinned
-# by test_parse_time_out_of_range_after_offset_is_none.
-OFFSETS = st.builds(
+#: Arbitrary offsets (seconds and microseconds too: isoformat() then writes a non-RFC 3339
+#: offset) and RFC 3339 offsets, whole minutes.
+ANY_OFFSETS = st.builds(
     timezone, st.timedeltas(min_value=timedelta(hours=-23), max_value=timedelta(hours=23))
 )
-TIMES = st.datetimes(
-    min_value=datetime(1900, 1, 1),  # noqa: DTZ001 - hypothesis bounds are naive
-    max_value=datetime(2100, 1, 1),  # noqa: DTZ001
-    timezones=OFFSETS,
-).map(datetime.isoformat)
+OFFSETS = st.integers(min_value=-23 * 60, max_value=23 * 60).map(
+    lambda minutes: timezone(timedelta(minutes=minutes))
+)
+# Any instant parse_time can be given (year 1 and 9999 with an offset overflow: rejected)...
+ANY_TIMES = st.datetimes(timezones=ANY_OFFSETS | OFFSETS).map(datetime.isoformat)
+
+
+def _in_offset(instant: datetime, offset: timezone) -> str:
+    return instant.astimezone(offset).isoformat()
+
+
+# ...and mostly instants inside the time window of the fixed arrival, written in any offset,
+# so that draws reach the `data` checks; the window's edges are drawn often.
+WINDOW = st.datetimes(
+    min_value=(ARRIVED_AT - timedelta(days=35)).replace(tzinfo=None),
+    max_value=(ARRIVED_AT + timedelta(minutes=5)).replace(tzinfo=None),
+    timezones=st.just(UTC),
+)
+NEAR_TIMES = st.builds(_in_offset, WINDOW, OFFSETS)
+TIMES = NEAR_TIMES | NEAR_TIMES | ANY_TIMES
 WELL_TYPED = {
     "string": st.text(max_size=10),
     "int": st.integers(min_value=-(2**31), max_value=2**31 - 1),
     "long": st.integers(min_value=-(2**63), max_value=2**63 - 1),
-    "double": st.floats(max_value=1e18) | st.integers(max_value=10**18),
+    "double": st.floats(allow_nan=False, allow_infinity=False) | st.integers(),
 }
+#: The fields of every shipped meter's current version (llm_tokens v2 adds cached_tokens).
 SHIPPED_FIELDS = {
-    "llm_tokens": {"tokens": "long", "model": "string"},
-    "storage_gb_hours": {"gb_hours": "double", "bucket": "string"},
+    "active_users": {"user_id": "string"},
     "api_calls": {"endpoint": "string", "status": "int"},
+    "compute_peak_cores": {"cores": "double", "region": "string"},
+    "llm_tokens": {"tokens": "long", "model": "string", "cached_tokens": "long"},
+    "prepaid_balance": {"balance_cents": "long"},
+    "request_latency_ms": {"latency_ms": "double"},
+    "seats": {"seats": "int"},
+    "storage_gb_hours": {"gb_hours": "double", "bucket": "string"},
 }
+METERS = sorted(SHIPPED_FIELDS)
 ANY_DATA = st.dictionaries(
     st.sampled_from([*(name for f in SHIPPED_FIELDS.values() for name in f), "other"]),
     JSON_VALUES,
     max_size=5,
+)
+DATASCHEMAS = st.one_of(
+    st.sampled_from(METERS).flatmap(
+        lambda meter: st.integers(min_value=0, max_value=4).map(lambda n: f"schemas/{meter}/v{n}")
+    ),
+    st.integers(min_value=0, max_value=10**7).map(lambda n: f"v{n}.avsc"),
+    st.text(max_size=30),
+    JSON_VALUES,
 )
 
 
@@ -395,7 +563,7 @@ def meter_data(meter: str) -> st.SearchStrategy[dict[str, Any]]:
     return well_formed | well_formed | ANY_DATA
 
 
-METER_AND_DATA = st.sampled_from(sorted(SHIPPED_FIELDS)).flatmap(
+METER_AND_DATA = st.sampled_from(METERS).flatmap(
     lambda meter: st.tuples(st.just(meter), meter_data(meter))
 )
 
@@ -409,67 +577,153 @@ ENVELOPE_FIELDS = {
     "specversion": mostly(st.just("1.0")),
     "id": mostly(st.text(min_size=1, max_size=300)),
     "source": mostly(st.text(min_size=1, max_size=10)),
-    "type": mostly(st.sampled_from(sorted(SHIPPED_FIELDS)) | st.text(max_size=5)),
+    "type": mostly(st.sampled_from(METERS) | st.text(max_size=5)),
     "subject": mostly(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,20}", fullmatch=True)),
     "time": mostly(TIMES | st.text(max_size=40)),
     "data": mostly(ANY_DATA),
 }
-# Every field present (each mostly well formed), or each field maybe absent.
-ENVELOPES = st.fixed_dictionaries(ENVELOPE_FIELDS) | st.fixed_dictionaries(
-    {}, optional=ENVELOPE_FIELDS
+# Every field present (each mostly well formed), or each field maybe absent; maybe a dataschema.
+ENVELOPES = st.fixed_dictionaries(ENVELOPE_FIELDS, optional={"dataschema": DATASCHEMAS}) | (
+    st.fixed_dictionaries({}, optional={**ENVELOPE_FIELDS, "dataschema": DATASCHEMAS})
 )
 
 
-def assert_valid_or_rejected(result: ValidEvent | Rejection) -> None:
-    """`result` is a well-formed ValidEvent or a Rejection with a ReasonCode."""
+def assert_one_outcome(
+    registry: MeterRegistry, result: ValidEvent | Rejection, arrived_at: datetime = ARRIVED_AT
+) -> None:
+    """`result` is either a well-formed ValidEvent or a single Rejection with a Validator code."""
+    assert isinstance(result, ValidEvent) != isinstance(result, Rejection), result
     if isinstance(result, Rejection):
         assert isinstance(result.code, ReasonCode)
+        assert result.code in VALIDATOR_CODES
         assert isinstance(result.detail, str)
         assert result.detail
         return
-    assert isinstance(result, ValidEvent)
+    meter = registry.version(result.meter, result.version)
+    assert meter is not None
+    assert result.aggregation is meter.aggregation
     assert result.event_time.utcoffset() == timedelta(0)
+    assert arrived_at - timedelta(days=35) <= result.event_time
+    assert result.event_time <= arrived_at + timedelta(minutes=5)
     assert result.period_start == date(result.event_time.year, result.event_time.month, 1)
+    assert result.dedup_key in (f"id:{result.event_id}", f"ts:{result.meter}:{event_ms(result)}")
+    assert -(2**63) <= result.fingerprint < 2**63
+    assert (result.dimensions == "") == (not meter.group_by)
+    assert result.warning is None  # no shipped version has a sunset
+    if result.aggregation is Aggregation.UNIQUE_COUNT:
+        assert result.quantity is None
+        assert isinstance(result.unique_value, str)
+        return
+    assert result.unique_value is None
     assert isinstance(result.quantity, Decimal)
     assert result.quantity.is_finite()
-    assert result.quantity >= 0
+    assert abs(result.quantity) < MAX_QUANTITY
     assert result.quantity.as_tuple().exponent in (0, -9)
+    if result.aggregation in (Aggregation.SUM, Aggregation.MEAN, Aggregation.COUNT):
+        assert result.quantity >= 0
+
+
+def event_ms(result: ValidEvent) -> int:
+    """Epoch milliseconds of the event time, computed without floats."""
+    return (result.event_time - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
 @PROPERTY
 @given(raw=st.text())
-def test_validator_arbitrary_text_never_raises(validator: Validator, raw: str) -> None:
-    assert_valid_or_rejected(validator.validate(raw))
+def test_validator_arbitrary_text_never_raises(
+    registry: MeterRegistry, validator: Validator, raw: str
+) -> None:
+    assert_one_outcome(registry, validator.validate(raw, ARRIVED_AT))
 
 
 @PROPERTY
 @given(raw=st.binary())
 def test_validator_arbitrary_bytes_never_raises(validator: Validator, raw: bytes) -> None:
-    assert_valid_or_rejected(validator.validate(raw))
+    result = validator.validate(raw, ARRIVED_AT)
+
+    assert isinstance(result, Rejection)
+    assert result.code in VALIDATOR_CODES
 
 
 @PROPERTY
 @given(doc=JSON_VALUES)
-def test_validator_arbitrary_json_value_never_raises(validator: Validator, doc: Any) -> None:
-    assert_valid_or_rejected(validator.validate(json.dumps(doc)))
+def test_validator_arbitrary_json_value_never_raises(
+    registry: MeterRegistry, validator: Validator, doc: Any
+) -> None:
+    assert_one_outcome(registry, validator.validate(json.dumps(doc), ARRIVED_AT))
 
 
 @PROPERTY
 @given(doc=ENVELOPES, as_bytes=st.booleans())
 def test_validator_arbitrary_envelope_dict_never_raises(
-    validator: Validator, doc: dict[str, Any], as_bytes: bool
+    registry: MeterRegistry, validator: Validator, doc: dict[str, Any], as_bytes: bool
 ) -> None:
     text = json.dumps(doc)
 
-    assert_valid_or_rejected(validator.validate(text.encode() if as_bytes else text))
+    result = validator.validate(text.encode() if as_bytes else text, ARRIVED_AT)
+
+    assert_one_outcome(registry, result)
 
 
 @PROPERTY
-@given(meter_and_data=METER_AND_DATA)
+@given(meter_and_data=METER_AND_DATA, time=NEAR_TIMES)
 def test_validator_arbitrary_data_for_known_meter_never_raises(
-    validator: Validator, meter_and_data: tuple[str, dict[str, Any]]
+    registry: MeterRegistry,
+    validator: Validator,
+    meter_and_data: tuple[str, dict[str, Any]],
+    time: str,
 ) -> None:
     meter, data = meter_and_data
 
-    # A valid envelope, so every draw reaches the meter's field checks.
-    assert_valid_or_rejected(validator.validate(json.dumps(event(type=meter, data=data))))
+    # A valid envelope, so every draw reaches the time window and the meter's field checks.
+    result = validator.validate(json.dumps(event(type=meter, data=data, time=time)), ARRIVED_AT)
+
+    assert_one_outcome(registry, result)
+
+
+# --- property test: random mutations of a valid event ----------------------------------------
+
+MUTATIONS = ("drop", "retype", "text", "dataschema")
+ENVELOPE_NAMES = ("specversion", "id", "source", "type", "subject", "time", "data", "dataschema")
+
+
+def _kind(value: Any) -> type:
+    # bool is a subclass of int in Python but another type in JSON.
+    return bool if isinstance(value, bool) else type(value)
+
+
+def mutate(doc: dict[str, Any], meter: str, draw: st.DataObject) -> None:
+    """Apply one random mutation to `doc`: drop a field, change a type, a random string or
+    a random dataschema, in the envelope or in `data`."""
+    mutation = draw.draw(st.sampled_from(MUTATIONS), label="mutation")
+    if mutation == "dataschema":
+        doc["dataschema"] = draw.draw(DATASCHEMAS, label="dataschema")
+        return
+    in_data = isinstance(doc.get("data"), dict) and draw.draw(st.booleans(), label="in data")
+    target = doc["data"] if in_data else doc
+    names = [*SHIPPED_FIELDS[meter], "extra"] if in_data else list(ENVELOPE_NAMES)
+    name = draw.draw(st.sampled_from(names), label="field")
+    if mutation == "drop":
+        target.pop(name, None)
+    elif mutation == "retype":
+        current = _kind(target.get(name))
+        target[name] = draw.draw(
+            JSON_VALUES.filter(lambda v: _kind(v) is not current), label="value"
+        )
+    else:
+        target[name] = draw.draw(st.text(max_size=40), label="text")
+
+
+@settings(database=None, max_examples=300, deadline=None)
+@given(meter=st.sampled_from(METERS), mutations=st.integers(1, 4), draw=st.data())
+def test_validator_mutated_valid_event_yields_exactly_one_outcome(
+    registry: MeterRegistry, validator: Validator, meter: str, mutations: int, draw: st.DataObject
+) -> None:
+    doc = event(type=meter, data=dict(GOOD_DATA[meter]))
+    assert isinstance(validator.validate(json.dumps(doc), ARRIVED_AT), ValidEvent)
+    for _ in range(mutations):
+        mutate(doc, meter, draw)
+
+    result = validator.validate(json.dumps(doc).encode(), ARRIVED_AT)
+
+    assert_one_outcome(registry, result)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meterstream.rules.periods import period_start
-from meterstream.testing import LAST_MS_OF_MONTH, PERIOD_START
+from tests.unit.samples import LAST_MS_OF_OCT, NOV_START
 
 PLUS_2 = timezone(timedelta(hours=2))
 MINUS_5 = timezone(timedelta(hours=-5))
@@ -19,16 +19,16 @@ ONE_MS = timedelta(milliseconds=1)
 
 
 def test_period_start_last_ms_of_month_stays_in_month() -> None:
-    assert period_start(LAST_MS_OF_MONTH) == date(2026, 10, 1)
+    assert period_start(LAST_MS_OF_OCT) == date(2026, 10, 1)
 
 
 def test_period_start_last_microsecond_of_month_stays_in_month() -> None:
-    assert period_start(PERIOD_START - timedelta(microseconds=1)) == date(2026, 10, 1)
+    assert period_start(NOV_START - timedelta(microseconds=1)) == date(2026, 10, 1)
 
 
 def test_period_start_first_instant_of_month_starts_new_period() -> None:
-    assert LAST_MS_OF_MONTH + ONE_MS == PERIOD_START
-    assert period_start(PERIOD_START) == date(2026, 11, 1)
+    assert LAST_MS_OF_OCT + ONE_MS == NOV_START
+    assert period_start(NOV_START) == date(2026, 11, 1)
 
 
 def test_period_start_first_instant_of_month_is_its_own_period() -> None:
@@ -59,8 +59,8 @@ def test_period_start_offset_applied_before_choosing_month(
 
 def test_period_start_same_instant_same_period_in_any_offset() -> None:
     for offset in (UTC, PLUS_1, PLUS_2, MINUS_1, MINUS_5):
-        assert period_start(LAST_MS_OF_MONTH.astimezone(offset)) == date(2026, 10, 1)
-        assert period_start(PERIOD_START.astimezone(offset)) == date(2026, 11, 1)
+        assert period_start(LAST_MS_OF_OCT.astimezone(offset)) == date(2026, 10, 1)
+        assert period_start(NOV_START.astimezone(offset)) == date(2026, 11, 1)
 
 
 @pytest.mark.parametrize(

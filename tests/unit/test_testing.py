@@ -1,27 +1,42 @@
-"""Unit tests for meterstream.testing: named instants, builders and the seeded generator."""
+"""Unit tests for meterstream.testing: named instants, builders and the seeded generator.
+
+PERIOD_START is relative to the day the tests run, so generated events are validated as
+arriving at ARRIVAL, a day after it: every well-formed generated event is then in the window.
+"""
 
 from __future__ import annotations
 
 import json
 import random
 from collections import Counter
-from datetime import UTC, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from meterstream.meters.model import IdempotencyKey
+from meterstream.meters.registry import MeterRegistry
+from meterstream.rules.periods import period_start
 from meterstream.rules.reasons import ReasonCode, Rejection
 from meterstream.rules.validate import Validator, ValidEvent
 from meterstream.testing import (
     LAST_MS_OF_MONTH,
     MALFORMED_KINDS,
     PERIOD_START,
+    SAMPLE_METERS,
     Record,
     cloud_event,
     generate,
     malformed,
+    month_boundary,
     rfc3339,
     sample_data,
 )
+from tests.unit.samples import ARRIVED_AT, LAST_MS_OF_OCT, NOV_START
+
+#: When generated records reach Kafka in these tests (month_boundary keeps it in the past).
+ARRIVAL = PERIOD_START + timedelta(days=1)
 
 #: The reason code each kind of malformed record must be rejected with.
 MALFORMED_CODES = {
@@ -35,7 +50,7 @@ MALFORMED_CODES = {
 
 def valid_events(validator: Validator, records: list[Record]) -> list[ValidEvent]:
     """The records that validate, as ValidEvents."""
-    results = (validator.validate(r.value) for r in records)
+    results = (validator.validate(r.value, ARRIVAL) for r in records)
     return [r for r in results if isinstance(r, ValidEvent)]
 
 
@@ -46,49 +61,116 @@ def test_named_instants_are_one_ms_apart_across_month_boundary() -> None:
     gap = PERIOD_START - LAST_MS_OF_MONTH
 
     assert gap == timedelta(milliseconds=1)
-    assert (LAST_MS_OF_MONTH.month, PERIOD_START.month) == (10, 11)
+    assert period_start(LAST_MS_OF_MONTH) != period_start(PERIOD_START)
     assert LAST_MS_OF_MONTH.tzinfo is UTC
     assert PERIOD_START.tzinfo is UTC
 
 
+def test_period_start_constant_is_a_utc_month_start() -> None:
+    assert datetime(PERIOD_START.year, PERIOD_START.month, 1, tzinfo=UTC) == PERIOD_START
+
+
+def test_period_start_constant_is_between_one_and_32_days_ago() -> None:
+    # True on any day: the generator's events (PERIOD_START +- 6 h) are then never in the
+    # future and never older than the 35-day window when they arrive now.
+    age = datetime.now(UTC) - PERIOD_START
+
+    assert timedelta(days=1) <= age < timedelta(days=32)
+
+
+@pytest.mark.parametrize(
+    ("now", "boundary"),
+    [
+        (datetime(2026, 11, 25, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)),
+        (datetime(2026, 12, 1, 5, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)),
+        # One day after a month starts, that start is far enough back.
+        (datetime(2026, 12, 2, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)),
+        (
+            datetime(2026, 12, 1, 23, 59, 59, 999999, tzinfo=UTC),
+            datetime(2026, 11, 1, tzinfo=UTC),
+        ),
+        (datetime(2027, 1, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)),
+        (datetime(2028, 3, 1, 12, tzinfo=UTC), datetime(2028, 2, 1, tzinfo=UTC)),
+        (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 10, 1, tzinfo=UTC)),
+    ],
+)
+def test_month_boundary_is_latest_month_start_a_day_back(now: datetime, boundary: datetime) -> None:
+    assert month_boundary(now) == boundary
+
+
+@settings(database=None, deadline=None)
+@given(
+    now=st.datetimes(
+        min_value=datetime(2000, 1, 1),  # noqa: DTZ001 - hypothesis bounds are naive
+        max_value=datetime(2100, 1, 1),  # noqa: DTZ001
+        timezones=st.just(UTC),
+    )
+)
+def test_month_boundary_keeps_generated_times_inside_the_window(now: datetime) -> None:
+    boundary = month_boundary(now)
+
+    assert boundary.day == 1
+    assert boundary == boundary.replace(hour=0, minute=0, second=0, microsecond=0)
+    assert timedelta(days=1) <= now - boundary < timedelta(days=32)
+
+
 def test_rfc3339_formats_milliseconds_and_z() -> None:
-    assert rfc3339(LAST_MS_OF_MONTH) == "2026-10-31T23:59:59.999Z"
-    assert rfc3339(PERIOD_START) == "2026-11-01T00:00:00.000Z"
+    assert rfc3339(LAST_MS_OF_OCT) == "2026-10-31T23:59:59.999Z"
+    assert rfc3339(NOV_START) == "2026-11-01T00:00:00.000Z"
+
+
+def test_rfc3339_truncates_to_milliseconds() -> None:
+    moment = datetime(2026, 10, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+    assert rfc3339(moment) == "2026-10-31T23:59:59.999Z"
 
 
 def test_rfc3339_converts_offsets_to_utc() -> None:
-    moment = PERIOD_START.astimezone(timezone(timedelta(hours=-5)))
+    moment = NOV_START.astimezone(timezone(timedelta(hours=-5)))
 
     assert rfc3339(moment) == "2026-11-01T00:00:00.000Z"
 
 
 def test_cloud_event_validates(validator: Validator) -> None:
     event = cloud_event(
-        "evt-1", "acct-1", "llm_tokens", LAST_MS_OF_MONTH, {"tokens": 3, "model": "small"}
+        "evt-1", "acct-1", "llm_tokens", LAST_MS_OF_OCT, {"tokens": 3, "model": "small"}
     )
 
-    result = validator.validate(json.dumps(event))
+    result = validator.validate(json.dumps(event), ARRIVED_AT)
 
     assert isinstance(result, ValidEvent)
     assert (result.event_id, result.account_id, result.event_time) == (
         "evt-1",
         "acct-1",
-        LAST_MS_OF_MONTH,
+        LAST_MS_OF_OCT,
     )
     assert event["specversion"] == "1.0"
+    assert "dataschema" not in event
 
 
-@pytest.mark.parametrize("meter", ["api_calls", "llm_tokens", "storage_gb_hours"])
+def test_sample_meters_are_the_shipped_meters(registry: MeterRegistry) -> None:
+    assert sorted(SAMPLE_METERS) == registry.names()
+
+
+@pytest.mark.parametrize("meter", SAMPLE_METERS)
 def test_sample_data_is_valid_for_its_meter(validator: Validator, meter: str) -> None:
     rng = random.Random(1)
-    for i in range(20):
-        event = cloud_event(f"e{i}", "acct-1", meter, LAST_MS_OF_MONTH, sample_data(meter, rng))
-        assert isinstance(validator.validate(json.dumps(event)), ValidEvent)
+    for i in range(50):
+        event = cloud_event(f"e{i}", "acct-1", meter, LAST_MS_OF_OCT, sample_data(meter, rng))
+        assert isinstance(validator.validate(json.dumps(event), ARRIVED_AT), ValidEvent)
+
+
+def test_sample_data_prepaid_balance_includes_negative_values() -> None:
+    rng = random.Random(1)
+
+    balances = [sample_data("prepaid_balance", rng)["balance_cents"] for _ in range(200)]
+
+    assert min(balances) < 0 < max(balances)
 
 
 @pytest.mark.parametrize("kind", MALFORMED_KINDS)
 def test_malformed_kind_is_rejected_with_its_code(validator: Validator, kind: str) -> None:
-    result = validator.validate(malformed(kind, random.Random(1), "acct-1"))
+    result = validator.validate(malformed(kind, random.Random(1), "acct-1"), ARRIVAL)
 
     assert isinstance(result, Rejection)
     assert result.code is MALFORMED_CODES[kind]
@@ -144,7 +226,9 @@ def test_generate_includes_malformed_records_of_each_kind(validator: Validator) 
     records = generate(100, seed=2, malformed_rate=1.0, duplicate_rate=0.0)
 
     codes = Counter(
-        result.code for r in records if isinstance(result := validator.validate(r.value), Rejection)
+        result.code
+        for r in records
+        if isinstance(result := validator.validate(r.value, ARRIVAL), Rejection)
     )
 
     assert codes == {code: 20 for code in MALFORMED_CODES.values()}
@@ -154,7 +238,9 @@ def test_generate_default_rates_include_malformed_records(validator: Validator) 
     records = generate(2000)
 
     codes = {
-        result.code for r in records if isinstance(result := validator.validate(r.value), Rejection)
+        result.code
+        for r in records
+        if isinstance(result := validator.validate(r.value, ARRIVAL), Rejection)
     }
 
     assert codes == set(MALFORMED_CODES.values())
@@ -172,7 +258,10 @@ def test_generate_event_times_straddle_period_start(validator: Validator) -> Non
 
     assert min(times) < PERIOD_START <= max(times)
     assert all(abs(t - PERIOD_START) <= timedelta(hours=6) for t in times)
-    assert {e.period_start.month for e in events} == {10, 11}
+    assert {e.period_start for e in events} == {
+        period_start(LAST_MS_OF_MONTH),
+        period_start(PERIOD_START),
+    }
 
 
 def test_generate_event_times_arrive_out_of_order(validator: Validator) -> None:
@@ -182,12 +271,13 @@ def test_generate_event_times_arrive_out_of_order(validator: Validator) -> None:
 
 
 def test_generate_around_and_spread_bound_event_times(validator: Validator) -> None:
-    around = PERIOD_START + timedelta(days=10)
+    around = datetime(2026, 10, 10, tzinfo=UTC)
+    records = generate(100, seed=9, around=around, spread=timedelta(minutes=1), malformed_rate=0)
 
-    events = valid_events(
-        validator, generate(100, seed=9, around=around, spread=timedelta(minutes=1))
-    )
+    results = [validator.validate(r.value, around + timedelta(days=1)) for r in records]
+    events = [r for r in results if isinstance(r, ValidEvent)]
 
+    assert len(events) == len(records)
     assert all(abs(e.event_time - around) <= timedelta(minutes=1) for e in events)
 
 
@@ -195,7 +285,7 @@ def test_generate_record_key_is_the_account(validator: Validator) -> None:
     records = generate(200, seed=9, malformed_rate=0.0)
 
     for record in records:
-        result = validator.validate(record.value)
+        result = validator.validate(record.value, ARRIVAL)
         assert isinstance(result, ValidEvent)
         assert record.key == result.account_id.encode()
 
@@ -209,3 +299,35 @@ def test_generate_respects_accounts_prefix_and_meters(validator: Validator) -> N
 
     assert {e.account_id for e in events} == {"tenant-0000", "tenant-0001", "tenant-0002"}
     assert {e.meter for e in events} == {"llm_tokens"}
+
+
+def test_generate_default_meters_are_every_sample_meter(validator: Validator) -> None:
+    events = valid_events(validator, generate(300, seed=9, malformed_rate=0.0))
+
+    assert {e.meter for e in events} == set(SAMPLE_METERS)
+
+
+def test_generate_seats_times_are_whole_seconds(registry: MeterRegistry) -> None:
+    # Seats are keyed by (account, meter, time): a retry must hit the same millisecond.
+    meter = registry.current("seats")
+    assert meter is not None
+    assert meter.idempotency_key is IdempotencyKey.ACCOUNT_METER_TIMESTAMP
+
+    records = generate(200, seed=9, meters=("seats",), malformed_rate=0.0)
+
+    for record in records:
+        time = json.loads(record.value)["time"]
+        assert time.endswith(".000Z"), time
+
+
+def test_generate_seats_retries_are_silent_repeats(validator: Validator) -> None:
+    records = generate(300, seed=9, meters=("seats",), malformed_rate=0.0, duplicate_rate=0.5)
+    events = valid_events(validator, records)
+
+    keys = Counter((e.account_id, e.dedup_key) for e in events)
+    fingerprints: dict[tuple[str, str], set[int]] = {}
+    for e in events:
+        fingerprints.setdefault((e.account_id, e.dedup_key), set()).add(e.fingerprint)
+
+    assert max(keys.values()) > 1
+    assert all(len(f) == 1 for f in fingerprints.values())
