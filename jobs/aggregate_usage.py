@@ -31,26 +31,28 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--topic", help="raw events topic (default: settings)")
     parser.add_argument("--rejected-topic", help="rejected events topic (default: settings)")
-    parser.add_argument("--group-id", default="meterstream-aggregate-usage")
+    parser.add_argument("--group-id", help="Kafka consumer group (default: settings)")
     parser.add_argument("--checkpoint-dir", type=Path, help="default: .stack/checkpoints/<job>")
     parser.add_argument("--restore-from", help="a checkpoint or savepoint path to resume from")
     parser.add_argument(
         "--bounded", action="store_true", help="stop at the offsets that are current at start-up"
     )
-    parser.add_argument("--job-name", default="meterstream-aggregate-usage")
+    parser.add_argument("--job-name", help="the job's name (default: settings)")
     args = parser.parse_args(argv)
 
     settings = load_settings()
-    checkpoint_dir = args.checkpoint_dir or settings.stack_dir / "checkpoints" / args.job_name
+    job_name = args.job_name or settings.flink.job_name
+    group_id = args.group_id or settings.flink.consumer_group
+    checkpoint_dir = args.checkpoint_dir or settings.stack_dir / "checkpoints" / job_name
     t_env = create_table_env(
         settings,
-        job_name=args.job_name,
+        job_name=job_name,
         checkpoint_dir=checkpoint_dir,
         restore_from=args.restore_from,
     )
     t_env.execute_sql(
         tables.kafka_raw_events_ddl(
-            settings, topic=args.topic, group_id=args.group_id, bounded=args.bounded
+            settings, topic=args.topic, group_id=group_id, bounded=args.bounded
         )
     )
     t_env.execute_sql(tables.jdbc_usage_aggregates_ddl(settings))

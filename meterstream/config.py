@@ -68,6 +68,9 @@ class PostgresSettings:
 class FlinkSettings:
     """How the aggregation job runs; `meterstream.flink.env` is the one place that applies these."""
 
+    #: The aggregation job's name on the cluster and its Kafka consumer group.
+    job_name: str = "meterstream-aggregate-usage"
+    consumer_group: str = "meterstream-aggregate-usage"
     parallelism: int = 1
     checkpoint_interval_ms: int = 5_000
     #: Event ids are remembered this long for deduplication (the billing contract: 35 days).
@@ -86,6 +89,10 @@ class FlinkSettings:
     #: State backend: "hashmap" (heap) or "rocksdb" (production: 35 days of ids off the heap).
     state_backend: str = "rocksdb"
     rest_port: int = 18081
+    #: Whether the job ships its connector jars (`pipeline.jars`). A session cluster that has
+    #: them in lib/ (`meterstream cluster-up`) must get jobs that do not: `submit` sets
+    #: METERSTREAM_FLINK_SHIP_JARS=false (a second Python job per TaskManager, FLINK-37727).
+    ship_jars: bool = True
 
 
 @dataclass(frozen=True, slots=True)

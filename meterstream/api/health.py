@@ -25,9 +25,6 @@ from meterstream.config import Settings
 
 router = APIRouter(tags=["health"])
 
-#: The consumer group the aggregation job's Kafka source commits its offsets under.
-JOB_GROUP_ID = "meterstream-aggregate-usage"
-JOB_NAME = "meterstream-aggregate-usage"
 CHECK_TIMEOUT_S = 3.0
 
 
@@ -66,7 +63,11 @@ def kafka_report(settings: Settings) -> dict[str, Any]:
     report: dict[str, Any] = {"ok": True, "brokers": len(metadata.brokers)}
     raw_partitions = sorted(metadata.topics[topics.raw].partitions)
     consumer = Consumer(
-        {**_kafka_client(settings), "group.id": JOB_GROUP_ID, "enable.auto.commit": False}
+        {
+            **_kafka_client(settings),
+            "group.id": settings.flink.consumer_group,
+            "enable.auto.commit": False,
+        }
     )
     try:
         committed = consumer.committed(
@@ -100,7 +101,8 @@ def flink_report(settings: Settings) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         return {"reachable": False, "job_state": None, "error": str(exc)}
     ours = sorted(
-        (j for j in jobs if j.get("name") == JOB_NAME), key=lambda j: j.get("start-time", 0)
+        (j for j in jobs if j.get("name") == settings.flink.job_name),
+        key=lambda j: j.get("start-time", 0),
     )
     return {
         "reachable": True,

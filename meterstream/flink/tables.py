@@ -66,7 +66,7 @@ def kafka_raw_events_ddl(
     *,
     name: str = "raw_events",
     topic: str | None = None,
-    group_id: str = "meterstream-aggregate-usage",
+    group_id: str | None = None,
     bounded: bool = False,
 ) -> str:
     """The Kafka source of raw CloudEvents; `bounded` stops at the offsets current at start-up."""
@@ -74,7 +74,7 @@ def kafka_raw_events_ddl(
         "connector": "kafka",
         "topic": topic or settings.kafka.topics.raw,
         "properties.bootstrap.servers": settings.kafka.bootstrap_servers,
-        "properties.group.id": group_id,
+        "properties.group.id": group_id or settings.flink.consumer_group,
         "properties.isolation.level": "read_committed",
         "scan.startup.mode": "earliest-offset",
         "format": "raw",

@@ -26,8 +26,15 @@ def optimized_plan(settings: Settings, registry: MeterRegistry, tmp_path_factory
     t_env.execute_sql(tables.jdbc_usage_aggregates_ddl(settings))
     t_env.execute_sql(tables.jdbc_rejected_events_ddl(settings))
     t_env.execute_sql(tables.kafka_rejected_events_ddl(settings))
+    t_env.execute_sql(tables.jdbc_late_events_ddl(settings))
+    t_env.execute_sql(tables.jdbc_time_zones_ddl(settings))
     statements = define_workflow(
-        t_env, registry, settings, source="raw_events", sinks=tables.SinkTables()
+        t_env,
+        registry,
+        settings,
+        source="raw_events",
+        sinks=tables.SinkTables(),
+        time_zones="account_time_zones",
     )
     plan = statements.explain()
     return plan[plan.index("== Optimized Execution Plan ==") :]
@@ -59,8 +66,16 @@ def test_workflow_writes_figures_without_an_upsert_materializer(optimized_plan: 
     assert "upsertMaterialize=[true]" not in optimized_plan
 
 
+def test_workflow_looks_up_each_accounts_time_zone_with_a_cached_lookup_join(
+    optimized_plan: str,
+) -> None:
+    assert (
+        "LookupJoin(table=[default_catalog.default_database.account_time_zones]" in optimized_plan
+    )
+
+
 def test_workflow_writes_aggregates_and_both_rejection_sinks(optimized_plan: str) -> None:
-    for sink in ("usage_aggregates", "rejected_events]", "rejected_events_topic"):
+    for sink in ("usage_aggregates", "rejected_events]", "rejected_events_topic", "late_events"):
         assert f"Sink(table=[default_catalog.default_database.{sink}" in optimized_plan
 
 
