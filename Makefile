@@ -3,13 +3,15 @@ PYTHON ?= python3
 VENV ?= .venv
 MS := $(VENV)/bin/meterstream
 
-.PHONY: install demo up down status test test-unit lint clean bench
+.PHONY: install demo up down status test test-unit test-faults lint clean bench cluster-up cluster-down
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make demo    start the local stack, produce sample events, run the job, show the totals"
 	@echo "make test    run every test (starts the local stack and stops it again)"
 	@echo "make up | down | status | lint | test-unit | clean"
+	@echo "make cluster-up | cluster-down   a standalone Flink session cluster (meterstream submit)"
+	@echo "make test-faults   the long fault-injection suite, on a stack of its own"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +41,18 @@ test: install
 # The benchmark (docs/benchmarks.md): starts the local stack if needed, writes bench-results/.
 bench: install
 	$(MS) bench
+
+# The long fault-injection run (`make test` runs the short one): more events, the TaskManager
+# killed several times, PostgreSQL down a minute, the broker also killed. Its own stack, ports
+# and .stack/faults; it never touches the local stack.
+test-faults: install
+	FAULT_SUITE=full $(VENV)/bin/python -m pytest -m faults tests/faults
+
+cluster-up: install
+	$(MS) cluster-up
+
+cluster-down:
+	@if [ -x $(MS) ]; then $(MS) cluster-down; fi
 
 test-unit: install
 	$(VENV)/bin/python -m pytest tests/unit meterstream -q

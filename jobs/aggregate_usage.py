@@ -4,7 +4,9 @@ Input:  Kafka topic `meterstream.events.raw` (CloudEvents JSON, keyed by account
 Lookup: PostgreSQL `account_time_zones` (each account's billing time zone, cached 1 minute).
 Output: PostgreSQL `usage_aggregates` (upserts by primary key), `rejected_events` (validation log,
         keyed by Kafka position), `late_events` (first arrivals after their period's allowed
-        lateness), Kafka topic `meterstream.events.rejected` (transactional).
+        lateness), Kafka topic `meterstream.events.rejected` (transactional), and the audit
+        archive: every accepted event, before dedup, in Parquet files by arrival day
+        (`--archive-dir`, default `<stack_dir>/archive`; files appear when a checkpoint completes).
 Guarantees: Kafka offsets are checkpointed with the dedup and aggregate state; every write is
 an idempotent upsert of absolute values, so a restart from a checkpoint neither loses nor double
 counts.
@@ -20,8 +22,10 @@ import logging
 import sys
 from pathlib import Path
 
+from meterstream.archive import archive_root
 from meterstream.config import load_settings
 from meterstream.flink import tables
+from meterstream.flink.archive import archive_table_ddl
 from meterstream.flink.env import create_table_env
 from meterstream.flink.workflow import define_workflow
 from meterstream.meters.registry import load_registry
@@ -38,6 +42,12 @@ def main(argv: list[str] | None = None) -> None:
         "--bounded", action="store_true", help="stop at the offsets that are current at start-up"
     )
     parser.add_argument("--job-name", help="the job's name (default: settings)")
+    parser.add_argument(
+        "--archive-dir",
+        type=Path,
+        help="the audit archive (default: METERSTREAM_FLINK_ARCHIVE_DIR or <stack_dir>/archive)",
+    )
+    parser.add_argument("--no-archive", action="store_true", help="do not write the archive")
     args = parser.parse_args(argv)
 
     settings = load_settings()
@@ -60,12 +70,14 @@ def main(argv: list[str] | None = None) -> None:
     t_env.execute_sql(tables.jdbc_late_events_ddl(settings))
     t_env.execute_sql(tables.jdbc_time_zones_ddl(settings))
     t_env.execute_sql(tables.kafka_rejected_events_ddl(settings, topic=args.rejected_topic))
+    if not args.no_archive:
+        t_env.execute_sql(archive_table_ddl(args.archive_dir or archive_root(settings)))
     statements = define_workflow(
         t_env,
         load_registry(settings.schemas_dir),
         settings,
         source="raw_events",
-        sinks=tables.SinkTables(),
+        sinks=tables.SinkTables(archive=None if args.no_archive else "archived_events"),
         time_zones="account_time_zones",
     )
     result = statements.execute()

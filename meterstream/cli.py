@@ -14,7 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 from meterstream.api.cli import accounts, orgs, serve, tokens, upload
+from meterstream.archive_cli import archive_app
+from meterstream.bench.cli import bench
 from meterstream.billing_cli import periods, time_zone_app
+from meterstream.cluster_cli import PASS_THROUGH, cluster_down, cluster_up, submit, upgrade
 from meterstream.config import env_names, load_settings
 from meterstream.errors import MeterstreamError
 
@@ -56,51 +59,6 @@ def status() -> None:
         console.print(f"{name:14} {'[green]running' if running else '[yellow]stopped'}")
     if not (states["kafka"] and states["postgres"]):
         raise typer.Exit(code=3)
-
-
-@app.command("cluster-up")
-def cluster_up() -> None:
-    """Start a standalone Flink session cluster (JobManager + TaskManager) from the wheel."""
-    from meterstream.stack import flink  # noqa: PLC0415
-
-    settings = load_settings()
-    try:
-        started = flink.start(settings)
-    except MeterstreamError as exc:
-        raise _fail(exc) from exc
-    state = "started" if started else "already running"
-    console.print(f"Flink cluster {state}: {flink.rest_url(settings)}")
-
-
-@app.command("cluster-down")
-def cluster_down() -> None:
-    """Stop the standalone Flink session cluster."""
-    from meterstream.stack import flink  # noqa: PLC0415
-
-    stopped = flink.stop(load_settings())
-    console.print("Flink cluster " + ("stopped" if stopped else "was not running"))
-
-
-@app.command()
-def submit(
-    address: Annotated[str | None, typer.Option(help="JobManager REST host:port")] = None,
-    bounded: Annotated[bool, typer.Option(help="stop at the offsets current at start-up")] = False,
-    restore_from: Annotated[str | None, typer.Option(help="checkpoint/savepoint to resume")] = None,
-    job_name: Annotated[str, typer.Option()] = "meterstream-aggregate-usage",
-) -> None:
-    """Submit the aggregation job to a Flink cluster (`flink run --python`, detached)."""
-    from meterstream.stack import flink  # noqa: PLC0415
-
-    args = ["--job-name", job_name]
-    if bounded:
-        args.append("--bounded")
-    if restore_from:
-        args += ["--restore-from", restore_from]
-    try:
-        job_id = flink.submit(load_settings(), args, address=address)
-    except MeterstreamError as exc:
-        raise _fail(exc) from exc
-    console.print(f"submitted: job id {job_id}")
 
 
 @app.command()
@@ -324,3 +282,11 @@ app.command("upload")(upload)
 app.add_typer(tokens, name="tokens")
 app.add_typer(orgs, name="orgs")
 app.add_typer(accounts, name="accounts")
+app.command("bench")(bench)
+app.add_typer(archive_app, name="archive")
+
+# The Flink cluster's commands (meterstream/cluster_cli.py).
+app.command("cluster-up")(cluster_up)
+app.command("cluster-down")(cluster_down)
+app.command("submit", context_settings=PASS_THROUGH)(submit)
+app.command("upgrade", context_settings=PASS_THROUGH)(upgrade)

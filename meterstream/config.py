@@ -93,6 +93,8 @@ class FlinkSettings:
     #: them in lib/ (`meterstream cluster-up`) must get jobs that do not: `submit` sets
     #: METERSTREAM_FLINK_SHIP_JARS=false (a second Python job per TaskManager, FLINK-37727).
     ship_jars: bool = True
+    #: The audit archive's directory (Parquet by arrival day); empty: `<stack_dir>/archive`.
+    archive_dir: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,6 @@ def flink_configuration(
     f = settings.flink
     conf = {
         "pipeline.name": job_name,
-        "pipeline.jars": ";".join(p.resolve().as_uri() for p in flink_jars(settings)),
         "parallelism.default": str(f.parallelism),
         # Python runs only in stateless scalar UDFs; thread mode avoids the gRPC hop (~30x faster).
         "python.execution-mode": "thread",
@@ -48,6 +47,10 @@ def flink_configuration(
         "table.exec.mini-batch.size": str(f.mini_batch_size),
         "table.local-time-zone": "UTC",
     }
+    if f.ship_jars:
+        # Not on a session cluster that has the connectors in lib/ (`cluster-up`): a second
+        # user-code class loader per TaskManager breaks Python UDFs (FLINK-37727).
+        conf["pipeline.jars"] = ";".join(p.resolve().as_uri() for p in flink_jars(settings))
     if restore_from:
         conf["execution.state-recovery.path"] = restore_from
     return conf

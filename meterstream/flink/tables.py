@@ -55,6 +55,8 @@ class SinkTables:
     rejected_topic: str | None = "rejected_events_topic"
     #: First arrivals that came after their period's allowed lateness (not added to figures).
     late_events: str | None = "late_events"
+    #: The audit archive (meterstream/flink/archive.py): every accepted event, before dedup.
+    archive: str | None = None
 
 
 def _with(options: dict[str, str]) -> str:

@@ -171,4 +171,8 @@ def define_workflow(
         statements.add_insert_sql(LOG.format(sink=sinks.rejected_topic))
     if sinks.late_events:
         statements.add_insert_sql(LATE_EVENTS.format(sink=sinks.late_events))
+    if sinks.archive:
+        from meterstream.flink.archive import archive_insert_sql  # noqa: PLC0415
+
+        statements.add_insert_sql(archive_insert_sql(sinks.archive))
     return statements

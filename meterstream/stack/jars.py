@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET  # noqa: S405 - our own pom.xml, not untrusted input
 from pathlib import Path
 
 from meterstream.config import PROJECT_ROOT, Settings
 from meterstream.errors import StackError
 
 POM = PROJECT_ROOT / "jvm" / "pom.xml"
+#: Written after a successful `mvn package`: the SHA-256 of the pom the jars came from.
+STAMP = ".pom.sha256"
+_MAVEN = "{http://maven.apache.org/POM/4.0.0}"
+_PROPERTY = re.compile(r"\$\{([^}]+)\}")
 
 
 def flink_jars(settings: Settings) -> list[Path]:
-    """The connector jars Flink needs (Kafka, JDBC + PostgreSQL driver, Avro)."""
+    """The connector jars Flink needs (Kafka, JDBC + PostgreSQL driver, Avro, Parquet)."""
     return sorted((settings.stack_dir / "jars" / "flink").glob("*.jar"))
 
 
@@ -22,15 +29,59 @@ def kafka_classpath(settings: Settings) -> str:
     return str(settings.stack_dir / "jars" / "kafka" / "*")
 
 
+def pom_digest(pom: Path = POM) -> str:
+    """The SHA-256 of the pom: the jars are current when they were resolved from this digest."""
+    return hashlib.sha256(pom.read_bytes()).hexdigest()
+
+
+def pom_flink_jar_names(pom: Path = POM) -> set[str]:
+    """The file names the pom copies into `jars/flink/` (`<artifactId>-<version>.jar`)."""
+    root = ET.parse(pom).getroot()  # noqa: S314 - our own pom.xml
+    properties = {
+        child.tag.removeprefix(_MAVEN): (child.text or "").strip()
+        for child in root.findall(f"{_MAVEN}properties/*")
+    }
+
+    def resolve(text: str) -> str:
+        return _PROPERTY.sub(lambda m: properties.get(m.group(1), m.group(0)), text.strip())
+
+    names = set()
+    for execution in root.iter(f"{_MAVEN}execution"):
+        if (execution.findtext(f"{_MAVEN}id") or "").strip() != "flink-connector-jars":
+            continue
+        for item in execution.iter(f"{_MAVEN}artifactItem"):
+            artifact = resolve(item.findtext(f"{_MAVEN}artifactId") or "")
+            version = resolve(item.findtext(f"{_MAVEN}version") or "")
+            names.add(f"{artifact}-{version}.jar")
+    return names
+
+
+def jars_current(settings: Settings) -> bool:
+    """True when both jar sets exist and were resolved from the pom as it is now."""
+    jars_dir = settings.stack_dir / "jars"
+    stamp = jars_dir / STAMP
+    return (
+        bool(flink_jars(settings))
+        and any((jars_dir / "kafka").glob("kafka_2.13-*.jar"))
+        and stamp.exists()
+        and stamp.read_text().strip() == pom_digest()
+    )
+
+
 def ensure_jars(settings: Settings) -> None:
-    """Resolve the jars with Maven unless they are already there (idempotent)."""
-    kafka_dir = settings.stack_dir / "jars" / "kafka"
-    if flink_jars(settings) and any(kafka_dir.glob("kafka_2.13-*.jar")):
+    """Resolve the jars with Maven unless they were already resolved from this pom (idempotent).
+
+    A changed pom (a new connector, a new version) is resolved again on machines that already
+    have `.stack/jars/`; Flink jars the pom no longer names are then removed, so that two
+    versions of a connector never end up on `pipeline.jars` together.
+    """
+    if jars_current(settings):
         return
     mvn = shutil.which("mvn")
     if mvn is None:
         msg = "Maven (mvn) is not installed; it resolves the pinned jars in jvm/pom.xml"
         raise StackError(msg)
+    digest = pom_digest()
     result = subprocess.run(
         [mvn, "-q", "-B", "-f", str(POM), f"-Dstack.dir={settings.stack_dir}", "package"],
         capture_output=True,
@@ -40,3 +91,8 @@ def ensure_jars(settings: Settings) -> None:
     if result.returncode != 0:
         msg = f"mvn could not resolve the stack's jars from {POM}:\n{result.stdout}{result.stderr}"
         raise StackError(msg)
+    wanted = pom_flink_jar_names()
+    for jar in flink_jars(settings):
+        if jar.name not in wanted:
+            jar.unlink()
+    (settings.stack_dir / "jars" / STAMP).write_text(digest + "\n")

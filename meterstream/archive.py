@@ -1,0 +1,310 @@
+"""The audit archive on disk: which Parquet files are committed, and their SHA-256 manifest.
+
+The Flink job writes the files (meterstream/flink/archive.py); this module never changes one.
+`seal` appends a line per newly committed file to `<archive>/MANIFEST.jsonl` (path, size, rows,
+SHA-256, when it was sealed) and chains every line to the one before it, so that editing,
+dropping or reordering a line breaks the chain. `verify` recomputes everything.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from meterstream.config import Settings
+from meterstream.errors import MeterstreamError
+
+MANIFEST = "MANIFEST.jsonl"
+#: The Flink table's directory below the archive root (`events/dt=YYYY-MM-DD/part-…`). The
+#: manifest stays outside it: Flink's reader takes every visible entry of a table's directory
+#: for a partition.
+EVENTS = "events"
+#: The `chain` of the line before the first one.
+GENESIS = "0" * 64
+_CHUNK = 1 << 20
+
+
+class ArchiveError(MeterstreamError):
+    """The archive or its manifest cannot be read as expected."""
+
+
+def archive_root(settings: Settings) -> Path:
+    """The archive's directory: `flink.archive_dir`, or `<stack_dir>/archive` when unset."""
+    configured = settings.flink.archive_dir
+    return Path(configured).resolve() if configured else settings.stack_dir / "archive"
+
+
+@dataclass(frozen=True, slots=True)
+class SealedFile:
+    """One manifest line.
+
+    Attributes:
+        path: relative to the archive root, `/`-separated (`events/dt=2026-10-31/part-…`).
+        size: bytes.
+        rows: rows in the Parquet file (from its footer).
+        sha256: hex digest of the file's bytes.
+        sealed_at: when the sealing run listed the archive (UTC, RFC 3339); every file that
+            was committed by then is in the manifest.
+        chain: SHA-256 of the previous line's `chain` and this line's other fields.
+    """
+
+    path: str
+    size: int
+    rows: int
+    sha256: str
+    sealed_at: str
+    chain: str = ""
+
+    def body(self) -> str:
+        """The canonical JSON of every field but `chain` (what the chain hashes)."""
+        data = asdict(self)
+        del data["chain"]
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    def chained(self, previous: str) -> SealedFile:
+        """This entry with its `chain` computed from the previous line's."""
+        digest = hashlib.sha256(f"{previous}\n{self.body()}".encode()).hexdigest()
+        return SealedFile(self.path, self.size, self.rows, self.sha256, self.sealed_at, digest)
+
+    def line(self) -> str:
+        """The manifest line (JSON, fields in a fixed order, newline-terminated)."""
+        return json.dumps(asdict(self), separators=(",", ":")) + "\n"
+
+
+def _hidden(part: str) -> bool:
+    # Flink's in-progress files start with '.', its success files with '_'.
+    return part.startswith((".", "_"))
+
+
+def committed_files(root: Path) -> list[Path]:
+    """Every committed part file: below a partition directory, no hidden path component.
+
+    In-progress files (`.part-…inprogress…`) and `_SUCCESS` markers are not data; the
+    manifest itself lives at the root, outside every partition.
+
+    >>> committed_files(Path("/nonexistent"))
+    []
+    """
+    if not root.is_dir():
+        return []
+    found = []
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if not _hidden(d))
+        here = Path(directory)
+        if here == root:
+            continue
+        found += [here / name for name in sorted(files) if not _hidden(name)]
+    return found
+
+
+def sha256_file(path: Path) -> str:
+    """The hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parquet_rows(path: Path) -> int:
+    """Rows in a Parquet file, from its footer; ArchiveError if it is not Parquet."""
+    import pyarrow.parquet as pq  # noqa: PLC0415 - keep `meterstream --help` fast
+
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        msg = f"{path} is not a readable Parquet file: {exc}"
+        raise ArchiveError(msg) from exc
+
+
+def _rel(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def read_manifest(root: Path) -> list[SealedFile]:
+    """The manifest's entries in order; ArchiveError on a line that is not an entry."""
+    path = root / MANIFEST
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        msg = f"{path} ends in an incomplete line (an interrupted seal?); it needs a look"
+        raise ArchiveError(msg)
+    entries = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        try:
+            data: dict[str, Any] = json.loads(line)
+            entries.append(
+                SealedFile(
+                    str(data["path"]),
+                    int(data["size"]),
+                    int(data["rows"]),
+                    str(data["sha256"]),
+                    str(data["sealed_at"]),
+                    str(data["chain"]),
+                )
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            msg = f"{path}:{number} is not a manifest entry: {line[:200]!r}"
+            raise ArchiveError(msg) from exc
+    return entries
+
+
+def chain_head(entries: list[SealedFile]) -> str:
+    """The last line's chain hash: record it elsewhere to detect a rewritten manifest."""
+    return entries[-1].chain if entries else GENESIS
+
+
+@dataclass(frozen=True, slots=True)
+class SealResult:
+    """What one `seal` did.
+
+    Attributes:
+        sealed: the entries appended.
+        skipped: committed files that are not Parquet (not sealed; `verify` reports them).
+        head: the manifest's chain head after sealing.
+    """
+
+    sealed: list[SealedFile]
+    skipped: list[str]
+    head: str
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def seal(root: Path) -> SealResult:
+    """Append a manifest line for every committed file that is not in the manifest yet.
+
+    Safe to run while the job writes (files appear whole, by rename) and concurrently with
+    another `seal` (an exclusive lock on the manifest). Never rewrites a line.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / MANIFEST).open("a", encoding="utf-8") as manifest:
+        fcntl.flock(manifest, fcntl.LOCK_EX)
+        entries = read_manifest(root)
+        known = {e.path for e in entries}
+        # Taken before listing: every file committed at this instant is in the listing.
+        sealed_at = _now()
+        previous = chain_head(entries)
+        sealed: list[SealedFile] = []
+        skipped: list[str] = []
+        for path in committed_files(root):
+            rel = _rel(root, path)
+            if rel in known:
+                continue
+            try:
+                rows = parquet_rows(path)
+            except ArchiveError:
+                skipped.append(rel)
+                continue
+            entry = SealedFile(rel, path.stat().st_size, rows, sha256_file(path), sealed_at)
+            entry = entry.chained(previous)
+            previous = entry.chain
+            manifest.write(entry.line())
+            sealed.append(entry)
+        manifest.flush()
+        os.fsync(manifest.fileno())
+    return SealResult(sealed, skipped, previous)
+
+
+@dataclass(slots=True)
+class VerifyResult:
+    """What `verify` found; `ok` when nothing is wrong.
+
+    Attributes:
+        checked: sealed files whose size and SHA-256 still match.
+        changed: sealed files whose bytes changed (path: what differs).
+        missing: sealed files that are gone.
+        unsealed: committed files not in the manifest that were already there when the last
+            seal listed the archive (their inode changed before `sealed_at`): added behind
+            the manifest's back, or files `seal` could not read as Parquet.
+        pending: committed files newer than the last seal (the job keeps writing); a problem
+            only with `strict`.
+        manifest: problems of the manifest itself (broken chain, repeated paths, wrong head).
+    """
+
+    checked: int = 0
+    changed: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    unsealed: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    manifest: list[str] = field(default_factory=list)
+    head: str = GENESIS
+    strict: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when the archive matches its manifest."""
+        return not (
+            self.changed
+            or self.missing
+            or self.unsealed
+            or self.manifest
+            or (self.strict and self.pending)
+        )
+
+
+def _parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _check_chain(entries: list[SealedFile], result: VerifyResult) -> None:
+    previous = GENESIS
+    seen: set[str] = set()
+    for number, entry in enumerate(entries, start=1):
+        expected = entry.chained(previous).chain
+        if entry.chain != expected:
+            result.manifest.append(f"line {number} ({entry.path}): chain hash does not match")
+        if entry.path in seen:
+            result.manifest.append(f"line {number}: {entry.path} is sealed twice")
+        seen.add(entry.path)
+        previous = entry.chain
+
+
+def verify(root: Path, *, strict: bool = False, expected_head: str | None = None) -> VerifyResult:
+    """Recompute every sealed file's size and SHA-256, and look for unsealed files.
+
+    Args:
+        root: the archive.
+        strict: count files committed after the last seal as problems too.
+        expected_head: a chain head recorded earlier; the manifest must contain it (so it
+            was only appended to since).
+    """
+    entries = read_manifest(root)
+    result = VerifyResult(head=chain_head(entries), strict=strict)
+    _check_chain(entries, result)
+    if expected_head and expected_head not in {e.chain for e in entries} | {GENESIS}:
+        result.manifest.append(f"the manifest does not contain the chain head {expected_head}")
+    for entry in entries:
+        path = root / entry.path
+        if not path.is_file():
+            result.missing.append(entry.path)
+            continue
+        size = path.stat().st_size
+        if size != entry.size:
+            result.changed[entry.path] = f"size {size} != sealed {entry.size}"
+        elif sha256_file(path) != entry.sha256:
+            result.changed[entry.path] = "SHA-256 differs from the sealed one"
+        else:
+            result.checked += 1
+    sealed = {e.path for e in entries}
+    last_seal = max((_parse_time(e.sealed_at) for e in entries), default=None)
+    for path in committed_files(root):
+        rel = _rel(root, path)
+        if rel in sealed:
+            continue
+        # A rename (Flink's commit) sets ctime, and nothing can set it back: a file whose inode
+        # last changed before the last seal listed the archive was visible to that seal.
+        if last_seal is not None and path.stat().st_ctime <= last_seal:
+            result.unsealed.append(rel)
+        else:
+            result.pending.append(rel)
+    return result

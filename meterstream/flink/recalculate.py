@@ -1,0 +1,130 @@
+"""Recalculation's Flink side: a batch TableEnvironment and the views from archive to figures.
+
+The figures come from the streaming job's own SQL (`sqlgen.aggregate_sql`); only the dedup
+differs in form: in batch, the first arrival of each (account, idempotency key) is the one with
+the smallest (arrival time, Kafka position), which is the order the streaming job saw them in
+(one account's events share a partition, and the raw topic's timestamps are append times).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from datetime import date
+from pathlib import Path
+
+from pyflink.common import Configuration
+from pyflink.table import EnvironmentSettings, StatementSet, TableEnvironment
+from pyflink.table.expressions import col, lit
+
+from meterstream.config import Settings
+from meterstream.flink import tables
+from meterstream.flink.env import flink_configuration
+from meterstream.flink.sqlgen import aggregate_sql
+from meterstream.meters.registry import MeterRegistry
+
+#: Streaming-only options that a batch job leaves out (no checkpoints, state TTL, mini-batches).
+STREAMING_ONLY = (
+    "execution.checkpointing.",
+    "execution.state-recovery.",
+    "state.",
+    "table.exec.state.",
+    "table.exec.mini-batch.",
+)
+
+FIRST_ARRIVALS = """
+CREATE TEMPORARY VIEW first_arrivals AS
+SELECT account_id, meter, aggregation, event_time_ms,
+       TO_TIMESTAMP_LTZ(event_time_ms, 3) AS event_time, period_start, dimensions, quantity,
+       unique_value, arrived_at
+FROM (
+  SELECT *,
+         ROW_NUMBER() OVER (
+           PARTITION BY account_id, dedup_key
+           ORDER BY arrived_at, source_topic, source_partition, source_offset
+         ) AS arrival
+  FROM archive_scope
+)
+WHERE arrival = 1
+"""
+
+PERIOD_EVENTS = """
+CREATE TEMPORARY VIEW period_events AS
+SELECT * FROM first_arrivals WHERE period_start = DATE '{period_start}'
+"""
+
+
+def batch_configuration(settings: Settings, *, job_name: str) -> dict[str, str]:
+    """The streaming job's options (jars, Python, UTC session zone) without streaming ones."""
+    streaming = flink_configuration(
+        settings, job_name=job_name, checkpoint_dir=Path(tempfile.gettempdir())
+    )
+    return {k: v for k, v in streaming.items() if not k.startswith(STREAMING_ONLY)}
+
+
+def create_batch_table_env(settings: Settings, *, job_name: str) -> TableEnvironment:
+    """A batch TableEnvironment configured like the aggregation job's."""
+    # As in meterstream.flink.env: the JDBC sink writes UTC wall-clock timestamps, and the
+    # JVM started below must agree; Python (none here) would need the virtualenv on PATH.
+    os.environ["TZ"] = "UTC"
+    venv_bin = str(Path(sys.executable).parent)
+    if not os.environ.get("PATH", "").startswith(venv_bin + os.pathsep):
+        os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
+    conf = Configuration()
+    for key, value in batch_configuration(settings, job_name=job_name).items():
+        conf.set_string(key, value)
+    env_settings = EnvironmentSettings.new_instance().in_batch_mode().with_configuration(conf)
+    return TableEnvironment.create(env_settings.build())
+
+
+def jdbc_staging_ddl(settings: Settings, *, name: str = "usage_aggregates_recalc") -> str:
+    """PostgreSQL `usage_aggregates_recalc`: the recalculated figures, same key as the real one."""
+    options = tables._jdbc(settings, "usage_aggregates_recalc")  # noqa: SLF001 - same package
+    body = ",\n".join(f"    '{k}' = '{v}'" for k, v in options.items())
+    return f"CREATE TEMPORARY TABLE {name} ({tables.USAGE_AGGREGATES_COLUMNS}) WITH (\n{body}\n)"
+
+
+def define_recalculation(
+    t_env: TableEnvironment,
+    registry: MeterRegistry,
+    settings: Settings,
+    *,
+    source: str,
+    sink: str,
+    period_start: date,
+    arrival_days: tuple[date, date],
+    account: str | None = None,
+) -> StatementSet:
+    """Add the views from the archive table `source` to `sink`'s figures for one period.
+
+    Args:
+        t_env: a batch TableEnvironment.
+        registry: the meters (which figure each meter gets).
+        settings: for the aggregate SQL's options.
+        source: the archive table (`archive_table_ddl`).
+        sink: the staging table (`jdbc_staging_ddl`).
+        period_start: the first day of the billing month to recalculate.
+        arrival_days: the first and last `dt` partition to read; they must hold every arrival
+            that can decide the period's first arrivals (`meterstream.recalc.arrival_days`).
+        account: only this account (a literal, never spliced into SQL); None: all accounts.
+    """
+    first, last = arrival_days
+    scope = t_env.from_path(source).filter(
+        (col("dt") >= lit(first.isoformat())) & (col("dt") <= lit(last.isoformat()))
+    )
+    if account is not None:
+        scope = scope.filter(col("account_id") == lit(account))
+    t_env.create_temporary_view("archive_scope", scope)
+    t_env.execute_sql(FIRST_ARRIVALS)
+    t_env.execute_sql(PERIOD_EVENTS.format(period_start=period_start.isoformat()))
+    statements = t_env.create_statement_set()
+    statements.add_insert_sql(
+        aggregate_sql(
+            registry,
+            source="period_events",
+            sink=sink,
+            ttl_days=settings.flink.aggregate_ttl_days,
+        )
+    )
+    return statements

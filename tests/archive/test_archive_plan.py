@@ -1,0 +1,71 @@
+"""The job's plan with the archive: one more sink, still one Python call per event."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from meterstream.config import Settings
+from meterstream.flink import tables
+from meterstream.flink.archive import archive_table_ddl
+from meterstream.flink.env import create_table_env
+from meterstream.flink.workflow import define_workflow
+from meterstream.meters.registry import MeterRegistry
+from meterstream.stack.jars import ensure_jars
+
+pytestmark = pytest.mark.flink
+
+
+@pytest.fixture(scope="module")
+def optimized_plan(
+    settings: Settings, registry: MeterRegistry, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    ensure_jars(settings)
+    t_env = create_table_env(
+        settings, job_name="archive-plan-test", checkpoint_dir=tmp_path_factory.mktemp("ckpt")
+    )
+    t_env.execute_sql(tables.kafka_raw_events_ddl(settings))
+    t_env.execute_sql(tables.jdbc_usage_aggregates_ddl(settings))
+    t_env.execute_sql(tables.jdbc_rejected_events_ddl(settings))
+    t_env.execute_sql(tables.kafka_rejected_events_ddl(settings))
+    t_env.execute_sql(tables.jdbc_late_events_ddl(settings))
+    t_env.execute_sql(tables.jdbc_time_zones_ddl(settings))
+    t_env.execute_sql(archive_table_ddl(tmp_path_factory.mktemp("archive")))
+    statements = define_workflow(
+        t_env,
+        registry,
+        settings,
+        source="raw_events",
+        sinks=tables.SinkTables(archive="archived_events"),
+        time_zones="account_time_zones",
+    )
+    plan = statements.explain()
+    return plan[plan.index("== Optimized Execution Plan ==") :]
+
+
+def test_archive_adds_a_filesystem_sink_and_no_second_python_call(optimized_plan: str) -> None:
+    assert optimized_plan.count("PythonCalc(") == 1
+    assert "Sink(table=[default_catalog.default_database.archived_events]" in optimized_plan
+
+
+def test_archive_rows_are_not_deduplicated(optimized_plan: str) -> None:
+    # Every accepted event, not only first arrivals: the archive's branch has no filter on the
+    # arrival number, and it does not wait for the OVER aggregate.
+    archive_branch = optimized_plan[optimized_plan.index("archived_events]") :]
+    assert "OverAggregate" not in archive_branch.split("\n\n")[0]
+    assert "w0$o0" not in archive_branch.split("\n\n")[0]
+
+
+def test_archive_table_is_parquet_partitioned_by_arrival_day_with_success_files(
+    tmp_path: Path,
+) -> None:
+    ddl = archive_table_ddl(tmp_path)
+    assert "PARTITIONED BY (dt)" in ddl
+    assert f"'path' = '{(tmp_path / 'events').resolve().as_uri()}'" in ddl
+    for option in (
+        "'format' = 'parquet'",
+        "'sink.partition-commit.policy.kind' = 'success-file'",
+        "'sink.rolling-policy.file-size' = '128MB'",
+    ):
+        assert option in ddl
