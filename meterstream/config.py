@@ -82,10 +82,10 @@ class FlinkSettings:
     #: would restart a total from zero; 70 days covers a 31-day month + 35 days of ids.
     aggregate_ttl_days: int = 70
     #: Upper bound on the delay between an event's arrival and its total in PostgreSQL.
-    mini_batch_latency_ms: int = 500
+    mini_batch_latency_ms: int = 200
     mini_batch_size: int = 5_000
     jdbc_flush_rows: int = 5_000
-    jdbc_flush_interval_ms: int = 500
+    jdbc_flush_interval_ms: int = 200
     #: State backend: "hashmap" (heap) or "rocksdb" (production: 35 days of ids off the heap).
     state_backend: str = "rocksdb"
     rest_port: int = 18081

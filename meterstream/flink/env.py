@@ -46,6 +46,11 @@ def flink_configuration(
         "table.exec.mini-batch.allow-latency": f"{f.mini_batch_latency_ms} ms",
         "table.exec.mini-batch.size": str(f.mini_batch_size),
         "table.local-time-zone": "UTC",
+        # The job's own REST endpoint (mini cluster) listens on loopback only. Only the bind
+        # address: rest.address/rest.port would override `flink run -m` when submitting.
+        "rest.bind-address": "127.0.0.1",
+        # ~95% of dedup lookups are for new keys: a bloom filter answers those without I/O.
+        "state.backend.rocksdb.use-bloom-filter": "true",
     }
     if f.ship_jars:
         # Not on a session cluster that has the connectors in lib/ (`cluster-up`): a second
