@@ -37,9 +37,11 @@ def flink_configuration(
         "execution.checkpointing.num-retained": "3",
         "state.backend.type": f.state_backend,
         "execution.checkpointing.incremental": "true",
-        "restart-strategy.type": "fixed-delay",
-        "restart-strategy.fixed-delay.attempts": "10",
-        "restart-strategy.fixed-delay.delay": "2 s",
+        # Backs off to 30 s between attempts, so a minute-long PostgreSQL or Kafka outage is
+        # ridden out (the fault suite takes PostgreSQL down for 60 s) instead of failing the job.
+        "restart-strategy.type": "exponential-delay",
+        "restart-strategy.exponential-delay.initial-backoff": "1 s",
+        "restart-strategy.exponential-delay.max-backoff": "30 s",
         # Dedup keys live 35 days (the billing contract); group totals get a longer hint in SQL.
         "table.exec.state.ttl": f"{f.dedup_ttl_days} d",
         "table.exec.mini-batch.enabled": "true",

@@ -34,7 +34,7 @@ class Variant:
 
 
 SHORT = Variant(
-    "short", events_per_phase=250, taskmanager_kills=1, postgres_outage_s=20, kafka_hard_kill=False
+    "short", events_per_phase=250, taskmanager_kills=1, postgres_outage_s=15, kafka_hard_kill=False
 )
 FULL = Variant(
     "full", events_per_phase=3000, taskmanager_kills=4, postgres_outage_s=60, kafka_hard_kill=True

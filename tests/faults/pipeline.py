@@ -18,7 +18,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from meterstream.config import Settings
 from meterstream.errors import StackError
@@ -88,17 +95,18 @@ def read_topic(
 
 def offsets(settings: Settings, topic: str, group: str) -> tuple[dict[int, int], dict[int, int]]:
     """(end offset, offset the group committed) of each partition of `topic`."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": group})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        }
-        found = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
-        return ends, {tp.partition: tp.offset for tp in found}
-    finally:
-        consumer.close()
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
+    wanted = [TopicPartition(topic, p) for p in partitions]
+    ends = admin.list_offsets({tp: OffsetSpec.latest() for tp in wanted}, request_timeout=10)
+    listed = admin.list_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(group, wanted)], request_timeout=10
+    )
+    committed = listed[group].result().topic_partitions
+    return (
+        {tp.partition: future.result().offset for tp, future in ends.items()},
+        {tp.partition: tp.offset for tp in committed},
+    )
 
 
 @dataclass
@@ -218,13 +226,11 @@ class Pipeline:
         follows proves that this, too, loses and double counts nothing.
         """
         base = flink.completed_checkpoints(self.settings, self.job_id)
-        restarts = [self.restarts()]
 
         def settled() -> bool:
             state = flink.job_state(self.settings, self.job_id)
             if state == "FAILED":
                 return True
-            restarts.append(self.restarts())
             assert state not in flink.TERMINAL_STATES, self.failure(state)
             tasks = [
                 v.get("status")
@@ -239,12 +245,22 @@ class Pipeline:
         wait_for(settled, timeout_s, f"[{label}] the job to run again")
         if flink.job_state(self.settings, self.job_id) == "FAILED":
             failed = self.job_id
+            found = flink._get(self.settings, f"/jobs/{failed}/exceptions") or {}  # noqa: SLF001
+            failures = len(found.get("exceptionHistory", {}).get("entries", []))
+            why = next(
+                (
+                    line.strip()
+                    for line in self.failure("FAILED").splitlines()
+                    if "Recovery is suppressed" in line
+                ),
+                "",
+            )
             checkpoint = self.latest_checkpoint()
             self.submit("--restore-from", str(checkpoint))
             self.stats.resumed += 1
             self.stats.log.append(
-                f"[{label}] job {failed[:8]} FAILED after {max(restarts)}+ restarts (its restart "
-                f"attempts ran out); resumed from {checkpoint.name} as job {self.job_id[:8]}"
+                f"[{label}] job {failed[:8]} FAILED after {failures} failures ({why[:110]}); "
+                f"resumed from {checkpoint.name} as job {self.job_id[:8]}"
             )
 
     def failure(self, state: str | None) -> str:
@@ -306,7 +322,7 @@ class Pipeline:
         self.sent.extend(records)
 
     def stream(
-        self, records: list[Record], chunks: int = 20, pause_s: float = 0.3
+        self, records: list[Record], chunks: int = 12, pause_s: float = 0.3
     ) -> threading.Thread:
         """Produce `records` in chunks in the background, a little at a time."""
         size = max(1, len(records) // chunks)
@@ -351,6 +367,7 @@ class Pipeline:
         including the rejected-events topic (read_committed).
         """
         start = time.monotonic()
+        timings: list[str] = []
         records: list[tuple[int, int, bytes]] = []
         expected = None
         problem = "the job has not caught up"
@@ -359,14 +376,18 @@ class Pipeline:
             assert state not in flink.TERMINAL_STATES, self.failure(state)
             if self.caught_up():
                 if expected is None:
+                    timings.append(f"caught up at {time.monotonic() - start:.0f}s")
                     records = read_topic(self.settings, self.raw)
                     values = [value for _, _, value in records]
                     expected = oracle(self.settings, self.validator, values)
+                    timings.append(f"oracle at {time.monotonic() - start:.0f}s")
                 problem = self._compare(records, expected)
                 if not problem:
                     break
+                timings.append(f"mismatch at {time.monotonic() - start:.0f}s")
             assert time.monotonic() - start < timeout_s, f"[{label}] after {timeout_s}s: {problem}"
             time.sleep(1)
+        timings.append(f"exact at {time.monotonic() - start:.0f}s")
         seen = flink.completed_checkpoints(self.settings, self.job_id)
         wait_for(
             lambda: flink.completed_checkpoints(self.settings, self.job_id) >= seen + 2,
@@ -386,7 +407,8 @@ class Pipeline:
             f"[{label}] exact after {time.monotonic() - start:.0f}s: {len(records)} records, "
             f"{distinct} distinct events in {len(expected.totals)} figures, "
             f"{len(expected.rejections)} rejections (once each in PostgreSQL and the topic); "
-            f"job {self.job_id[:8]} restarted {self.restarts()}x by the cluster"
+            f"job {self.job_id[:8]} restarted {self.restarts()}x by the cluster "
+            f"({', '.join(timings)})"
         )
         self.stats.log.append(line)
         return line

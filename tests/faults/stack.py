@@ -47,7 +47,7 @@ def link_jars(settings: Settings, shared: Path = PROJECT_ROOT / ".stack" / "jars
 
 def up(settings: Settings, taskmanagers: int = 2) -> None:
     """Start the fault stack from empty data: Kafka, PostgreSQL (+ migrations), Flink."""
-    from meterstream.stack import flink, kafka, local, postgres  # noqa: PLC0415
+    from meterstream.stack import flink, local  # noqa: PLC0415
 
     assert settings.stack_dir.resolve() != (PROJECT_ROOT / ".stack").resolve()
     down(settings)
@@ -67,7 +67,6 @@ def up(settings: Settings, taskmanagers: int = 2) -> None:
     flink.start(settings)
     while len(flink.taskmanager_pids(settings)) < taskmanagers:
         flink.start_taskmanager(settings)
-    del kafka, postgres
 
 
 def down(settings: Settings) -> None:
