@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from meterstream.api.cli import accounts, orgs, serve, tokens, upload
-from meterstream.archive_cli import archive_app
+from meterstream.archive_cli import archive_app, recalculate
 from meterstream.bench.cli import bench
 from meterstream.billing_cli import periods, time_zone_app
 from meterstream.cluster_cli import PASS_THROUGH, cluster_down, cluster_up, submit, upgrade
@@ -290,3 +290,4 @@ app.command("cluster-up")(cluster_up)
 app.command("cluster-down")(cluster_down)
 app.command("submit", context_settings=PASS_THROUGH)(submit)
 app.command("upgrade", context_settings=PASS_THROUGH)(upgrade)
+app.command("recalculate")(recalculate)
