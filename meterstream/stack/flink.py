@@ -26,7 +26,7 @@ from typing import Any
 from meterstream.config import PROJECT_ROOT, Settings
 from meterstream.errors import StackError
 from meterstream.stack.jars import ensure_jars, flink_jars
-from meterstream.stack.processes import port_open, require_free, wait_until
+from meterstream.stack.processes import alive, port_open, require_free, wait_until
 
 JOB = PROJECT_ROOT / "jobs" / "aggregate_usage.py"
 #: Job states after which a job neither runs nor comes back.
@@ -299,21 +299,9 @@ def _daemon_pids(settings: Settings, daemon: str) -> list[int]:
     return [int(line) for line in lines if line.isdigit()]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
-
-
 def taskmanager_pids(settings: Settings) -> list[int]:
     """The pids of this cluster's TaskManagers that are alive (from the daemon's pid file)."""
-    return [pid for pid in _daemon_pids(settings, "taskexecutor") if _alive(pid)]
+    return [pid for pid in _daemon_pids(settings, "taskexecutor") if alive(pid)]
 
 
 def start_taskmanager(settings: Settings, timeout_s: float = 120) -> int:
@@ -355,7 +343,7 @@ def kill_taskmanager(settings: Settings, pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     _forget_pid(settings, "taskexecutor", pid)
 
@@ -390,7 +378,7 @@ def stop(settings: Settings) -> bool:
         )
     for daemon in daemons:
         for pid in _daemon_pids(settings, daemon):
-            if _alive(pid):
+            if alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         _pid_file(settings, daemon).unlink(missing_ok=True)
