@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     t_env.execute_sql(tables.jdbc_rejected_events_ddl(settings))
     t_env.execute_sql(tables.jdbc_late_events_ddl(settings))
     t_env.execute_sql(tables.jdbc_time_zones_ddl(settings))
-    t_env.execute_sql(tables.kafka_rejected_events_ddl(settings, topic=args.rejected_topic))
+    t_env.execute_sql(
+        tables.kafka_rejected_events_ddl(settings, topic=args.rejected_topic, job_name=job_name)
+    )
     if not args.no_archive:
         t_env.execute_sql(archive_table_ddl(args.archive_dir or archive_root(settings)))
     statements = define_workflow(

@@ -86,6 +86,9 @@ class FlinkSettings:
     mini_batch_size: int = 5_000
     jdbc_flush_rows: int = 5_000
     jdbc_flush_interval_ms: int = 200
+    #: Check events with the JVM fast path first (`fast_check_event`), the Python rules only
+    #: for what it does not recognise as accepted; false: every event through Python.
+    fast_path: bool = True
     #: State backend: "hashmap" (heap) or "rocksdb" (production: 35 days of ids off the heap).
     state_backend: str = "rocksdb"
     rest_port: int = 18081

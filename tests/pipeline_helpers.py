@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 
 from meterstream.config import Settings
+from meterstream.flink.launch import JobOptions, start_job
 from meterstream.rules.oracle import Expected, TotalKey, expected_outcome
 from meterstream.rules.validate import Validator
+
+#: A bounded test job that has not finished by then is stopped and the test fails.
+JOB_TIMEOUT_S = 300
+
+
+def run_bounded_job(options: JobOptions, log: Path, timeout_s: float = JOB_TIMEOUT_S) -> None:
+    """Run a bounded job to its end; fail with its log, never leaving it running."""
+    proc = start_job(options, log=log)
+    try:
+        code = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    tail = log.read_text(errors="replace")[-5000:]
+    assert code is not None, f"the job did not finish within {timeout_s} s:\n{tail}"
+    assert code == 0, tail
 
 
 def totals_in_postgres(

@@ -32,6 +32,9 @@ def bench(
     ] = None,
     live: Annotated[bool, typer.Option(help="run the state, freshness and recovery phase")] = True,
     recovery: Annotated[bool, typer.Option(help="kill the live job and time its restore")] = True,
+    python_baseline: Annotated[
+        bool, typer.Option(help="also run the pipeline with every event through Python (p=1)")
+    ] = True,
     seed: Annotated[int, typer.Option(help="workload seed")] = 42,
     out: Annotated[Path | None, typer.Option(help="output directory")] = None,
     keep_topics: Annotated[bool, typer.Option(help="keep the run's Kafka topics")] = False,
@@ -53,6 +56,7 @@ def bench(
 
     base = BenchOptions.smoke() if smoke else BenchOptions()
     changes: dict[str, object] = {"seed": seed, "live": live, "recovery": recovery}
+    changes["python_baseline"] = python_baseline
     changes["keep_topics"] = keep_topics
     for name, value in (
         ("records", records),

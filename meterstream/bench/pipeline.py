@@ -207,7 +207,10 @@ def run_bounded(
     workdir: Path,
     window_s: float,
 ) -> JobRun:
-    """Run `job` ("pipeline" or "blackhole") over the topic, bounded, for at most `window_s`.
+    """Run `job` over the topic, bounded, for at most `window_s`.
+
+    Jobs: "pipeline" (the aggregation job), "pipeline-python" (the same with the JVM fast path
+    off: every event through the Python rules) or "blackhole" (read only).
 
     The time box starts at the job's first record; a job still reading then is killed and its
     rate is the rate it sustained so far.
@@ -215,7 +218,9 @@ def run_bounded(
     tag = f"{job}-p{parallelism}-{uuid.uuid4().hex[:6]}"
     checkpoints = workdir / "checkpoints" / tag
     env = {"METERSTREAM_FLINK_PARALLELISM": str(parallelism)}
-    if job == "pipeline":
+    if job == "pipeline-python":
+        env["METERSTREAM_FLINK_FAST_PATH"] = "false"
+    if job.startswith("pipeline"):
         argv = aggregate_argv(
             JobOptions(
                 topic=topic,
@@ -243,7 +248,7 @@ def run_bounded(
     # Profile a third of the way in: past warm-up, well before the end.
     run.profile_at = records // 3
     run.profile_after_s = window_s / 3
-    run.profile_python = job == "pipeline" and parallelism == 1
+    run.profile_python = job.startswith("pipeline") and parallelism == 1
     # A short bounded job may finish between two samples: its exit ends the wait too.
     run.wait_for(
         lambda: run.read > 0 or run.proc.poll() == 0, STARTUP_TIMEOUT_S, "the first record"

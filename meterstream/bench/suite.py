@@ -42,6 +42,8 @@ class BenchOptions:
     fresh_seconds: float = 60.0
     live: bool = True
     recovery: bool = True
+    #: Also run the pipeline with the JVM fast path off (every event through Python), p=1.
+    python_baseline: bool = True
     batch_records: int = 200_000
     seed: int = 42
     out_dir: Path = PROJECT_ROOT / "bench-results"
@@ -224,6 +226,9 @@ def run_bench(settings: Settings, options: BenchOptions, say: Say = print) -> Be
         for p in options.parallelism:
             _phase(ctx, f"pipeline p={p}", lambda p=p: _throughput(ctx, "pipeline", p))
             _phase(ctx, f"blackhole p={p}", lambda p=p: _throughput(ctx, "blackhole", p))
+        if options.python_baseline:
+            # The pipeline as it was before the JVM fast path: every event through Python.
+            _phase(ctx, "pipeline-python p=1", lambda: _throughput(ctx, "pipeline-python", 1))
         if options.live:
             _phase(ctx, "state, freshness, recovery", lambda: _live(ctx))
     finally:
@@ -263,7 +268,7 @@ def _produce(ctx: RunContext) -> None:
 def _throughput(ctx: RunContext, job: str, parallelism: int) -> None:
     """One bounded run of `job` over the pre-produced topic."""
     records = len(ctx.gen.records)
-    if job == "pipeline":
+    if job.startswith("pipeline"):
         pipeline.clear_outputs(ctx.settings, ctx.prefix, ctx.raw)
     run = pipeline.run_bounded(
         ctx.settings,
@@ -276,7 +281,7 @@ def _throughput(ctx: RunContext, job: str, parallelism: int) -> None:
         window_s=ctx.options.throughput_window_s,
     )
     figures = pipeline.measure(run, job, parallelism, records)
-    if job == "pipeline":
+    if job.startswith("pipeline"):
         counted, rejections = pipeline.outputs(ctx.settings, ctx.prefix, ctx.raw)
         malformed = sum(n for k, n in ctx.gen.kinds.items() if k.startswith("malformed"))
         figures = dataclasses.replace(

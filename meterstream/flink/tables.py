@@ -116,9 +116,17 @@ def jdbc_rejected_events_ddl(settings: Settings, *, name: str = "rejected_events
 
 
 def kafka_rejected_events_ddl(
-    settings: Settings, *, name: str = "rejected_events_topic", topic: str | None = None
+    settings: Settings,
+    *,
+    name: str = "rejected_events_topic",
+    topic: str | None = None,
+    job_name: str | None = None,
 ) -> str:
-    """The rejected-events topic (JSON), written with Kafka transactions (exactly once)."""
+    """The rejected-events topic (JSON), written with Kafka transactions (exactly once).
+
+    The transactional ids start with the job's name: two jobs sharing a prefix fence each
+    other's producers (Kafka aborts the older one's transaction), so each job needs its own.
+    """
     options = {
         "connector": "kafka",
         "topic": topic or settings.kafka.topics.rejected,
@@ -126,7 +134,7 @@ def kafka_rejected_events_ddl(
         "properties.transaction.timeout.ms": "900000",
         "format": "json",
         "sink.delivery-guarantee": "exactly-once",
-        "sink.transactional-id-prefix": f"meterstream-{name}",
+        "sink.transactional-id-prefix": f"{job_name or settings.flink.job_name}-{name}",
     }
     columns = REJECTED_EVENTS_COLUMNS.split("    PRIMARY KEY", maxsplit=1)[0].rstrip().rstrip(",")
     return f"CREATE TEMPORARY TABLE {name} ({columns}\n) WITH (\n{_with(options)}\n)"

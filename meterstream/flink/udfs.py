@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from pyflink.common import Row
 from pyflink.table import DataTypes
 from pyflink.table.udf import ScalarFunction, UserDefinedScalarFunctionWrapper, udf
@@ -41,6 +42,8 @@ CHECKED_EVENT = DataTypes.ROW(
 
 #: The fields after `meter`, all NULL for a rejected record.
 REJECTED_TAIL = (None,) * (len(CHECKED_EVENT.fields) - 10)
+#: The fields after the Kafka position, all NULL for a record the fast path decided.
+DECIDED_TAIL = (None,) * (len(CHECKED_EVENT.fields) - 7)
 
 
 class CheckEvent(ScalarFunction):
@@ -57,10 +60,21 @@ class CheckEvent(ScalarFunction):
         """Compile the meters' checks once per worker."""
         self._validator = Validator(self._registry)
 
-    def eval(
-        self, payload: str | None, topic: str, partition: int, offset: int, arrived_at: datetime
+    def eval(  # noqa: PLR0913, PLR0917 - one argument per column of the Kafka record
+        self,
+        payload: str | None,
+        topic: str,
+        partition: int,
+        offset: int,
+        arrived_at: datetime,
+        decided: bool = False,  # noqa: FBT001, FBT002 - a SQL argument
     ) -> Row:
-        """Return the CHECKED_EVENT row for one Kafka record."""
+        """Return the CHECKED_EVENT row for one Kafka record; only its position if `decided`.
+
+        (Thread mode cannot return a NULL row, nor a NULL INT in one.)
+        """
+        if decided:
+            return Row(None, None, None, None, topic, partition, offset, *DECIDED_TAIL)
         assert self._validator is not None  # noqa: S101 - open() always runs first
         # TIMESTAMP_LTZ arrives naive, in the session time zone, which the job pins to UTC.
         result = self._validator.validate(payload or "", arrived_at.replace(tzinfo=UTC))
@@ -97,6 +111,16 @@ class CheckEvent(ScalarFunction):
             result.dedup_key,
             result.fingerprint,
         )
+
+
+#: The JVM fast path of `check_event` (jvm/udf): the same row for the events it recognises as
+#: accepted, NULL for every other record, which then goes to `check_event`.
+FAST_CHECK_EVENT_CLASS = "io.meterstream.flink.FastCheckEvent"
+
+
+def fast_path_spec(registry: MeterRegistry) -> str:
+    """The compiled meter rules `fast_check_event` applies, as JSON (its last argument)."""
+    return orjson.dumps(Validator(registry).describe()).decode()
 
 
 def check_event_udf(registry: MeterRegistry) -> UserDefinedScalarFunctionWrapper:

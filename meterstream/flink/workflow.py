@@ -15,14 +15,39 @@ from pyflink.table import StatementSet, TableEnvironment
 from meterstream.config import Settings
 from meterstream.flink.sqlgen import aggregate_sql
 from meterstream.flink.tables import SinkTables
-from meterstream.flink.udfs import check_event_udf
+from meterstream.flink.udfs import FAST_CHECK_EVENT_CLASS, check_event_udf, fast_path_spec
 from meterstream.meters.registry import MeterRegistry
 
 CHECKED_EVENTS = """
 CREATE TEMPORARY VIEW checked_events AS
-SELECT payload, arrived_at, proc_time,
+SELECT payload, arrived_at,
        check_event(payload, kafka_topic, kafka_partition, kafka_offset, arrived_at) AS c
 FROM {source}
+"""
+
+# With the fast path, the JVM function `fast_check_event` checks every record first and answers
+# for the events it recognises as accepted; every other record (every rejection, every warning,
+# anything unusual) is decided by the Python UDF, which returns at once for the records already
+# decided. Both give the same row for the same record (tests/flink/test_fast_path.py).
+# `fast_check_event` is declared non-deterministic, so that the planner computes it once per
+# record instead of inlining it into each use.
+FAST_CHECKED_EVENTS = """
+CREATE TEMPORARY VIEW fast_checked_events AS
+SELECT payload, arrived_at, kafka_topic, kafka_partition, kafka_offset,
+       fast_check_event(payload, kafka_topic, kafka_partition, kafka_offset, arrived_at,
+                        '{spec}') AS fast
+FROM {source}
+"""
+
+FAST_OR_PYTHON_CHECKED_EVENTS = """
+CREATE TEMPORARY VIEW checked_events AS
+SELECT payload, arrived_at, CASE WHEN fast IS NULL THEN slow ELSE fast END AS c
+FROM (
+  SELECT payload, arrived_at, fast,
+         check_event(IF(fast IS NULL, payload, CAST(NULL AS STRING)), kafka_topic,
+                     kafka_partition, kafka_offset, arrived_at, fast IS NOT NULL) AS slow
+  FROM fast_checked_events
+)
 """
 
 VALIDATED_EVENTS = """
@@ -33,7 +58,7 @@ SELECT c.event_id AS event_id, c.account_id AS account_id, c.meter AS meter,
        c.quantity AS quantity, c.unique_value AS unique_value, c.dedup_key AS dedup_key,
        c.fingerprint AS fingerprint, c.source_topic AS source_topic,
        c.source_partition AS source_partition, c.source_offset AS source_offset,
-       payload, arrived_at, proc_time
+       payload, arrived_at, PROCTIME() AS proc_time
 FROM checked_events
 WHERE c.reason IS NULL
 """
@@ -147,8 +172,17 @@ def define_workflow(
     is billed in UTC.
     """
     t_env.create_temporary_system_function("check_event", check_event_udf(registry))
+    if settings.flink.fast_path:
+        t_env.create_java_temporary_system_function("fast_check_event", FAST_CHECK_EVENT_CLASS)
+        spec = fast_path_spec(registry).replace("'", "''")
+        checked = [
+            FAST_CHECKED_EVENTS.format(source=source, spec=spec),
+            FAST_OR_PYTHON_CHECKED_EVENTS,
+        ]
+    else:
+        checked = [CHECKED_EVENTS.format(source=source)]
     for view in (
-        CHECKED_EVENTS.format(source=source),
+        *checked,
         VALIDATED_EVENTS,
         ZONED_EVENTS.format(time_zones=time_zones) if time_zones else UTC_EVENTS,
         ACCEPTED_EVENTS.format(lateness_hours=int(settings.flink.allowed_lateness_hours)),

@@ -84,8 +84,14 @@ class FieldRule:
 
     name: str
     required: bool
-    avro_type: str
+    #: The Avro type names of the field's union branches (one for a plain type).
+    types: tuple[str, ...]
     check: TypeCheck
+
+    @property
+    def avro_type(self) -> str:
+        """The field's type as rejection details name it, e.g. `null or double`."""
+        return " or ".join(self.types)
 
 
 def _type_name(ftype: Any) -> str:
@@ -106,7 +112,7 @@ def _rule(field: dict[str, Any]) -> FieldRule:
     def check(value: Any) -> bool:
         return any(c(value) for c in checks)
 
-    return FieldRule(field["name"], not optional, " or ".join(names), check)
+    return FieldRule(field["name"], not optional, tuple(names), check)
 
 
 def _canonical(value: Any) -> str:
@@ -198,6 +204,30 @@ class Validator:
         self._current = {
             name: max(v for n, v in self._versions if n == name) for name, _ in self._versions
         }
+
+    def describe(self) -> dict[str, Any]:
+        """The compiled rules as plain data: what the JVM fast path (`fast_check_event`) applies.
+
+        Per meter its current version; per version the aggregation, the idempotency key, whether
+        it has a sunset, and each `data` field's rule.
+        """
+        meters: dict[str, Any] = {
+            name: {"current": current, "versions": {}} for name, current in self._current.items()
+        }
+        for (name, version), compiled in self._versions.items():
+            meter = compiled.meter
+            meters[name]["versions"][str(version)] = {
+                "aggregation": meter.aggregation.value,
+                "value_field": meter.value_field,
+                "group_by": list(meter.group_by),
+                "event_id_key": meter.idempotency_key is IdempotencyKey.EVENT_ID,
+                "sunset": meter.sunset is not None,
+                "fields": [
+                    {"name": rule.name, "required": rule.required, "types": list(rule.types)}
+                    for rule in compiled.fields
+                ],
+            }
+        return {"meters": meters}
 
     def validate(
         self, raw: str | bytes, arrived_at: datetime | None = None

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET  # noqa: S405 - our own pom.xml, not untrusted input
+from collections.abc import Callable
 from pathlib import Path
 
 from meterstream.config import PROJECT_ROOT, Settings
@@ -30,21 +31,37 @@ def kafka_classpath(settings: Settings) -> str:
 
 
 def pom_digest(pom: Path = POM) -> str:
-    """The SHA-256 of the pom: the jars are current when they were resolved from this digest."""
-    return hashlib.sha256(pom.read_bytes()).hexdigest()
+    """The SHA-256 of the poms and Java sources under `jvm/`: what the jars were built from."""
+    digest = hashlib.sha256()
+    files = [pom, *sorted(p for p in pom.parent.rglob("*") if p.suffix in (".xml", ".java"))]
+    for path in dict.fromkeys(files):
+        if "target" not in path.relative_to(pom.parent).parts:
+            digest.update(str(path.relative_to(pom.parent)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
-def pom_flink_jar_names(pom: Path = POM) -> set[str]:
-    """The file names the pom copies into `jars/flink/` (`<artifactId>-<version>.jar`)."""
+def _read_pom(pom: Path) -> tuple[ET.Element, Callable[[str], str]]:
+    """A pom's root element and a function resolving `${property}` references in its text."""
     root = ET.parse(pom).getroot()  # noqa: S314 - our own pom.xml
     properties = {
         child.tag.removeprefix(_MAVEN): (child.text or "").strip()
         for child in root.findall(f"{_MAVEN}properties/*")
     }
+    properties["project.version"] = (root.findtext(f"{_MAVEN}version") or "").strip()
 
     def resolve(text: str) -> str:
         return _PROPERTY.sub(lambda m: properties.get(m.group(1), m.group(0)), text.strip())
 
+    return root, resolve
+
+
+def pom_flink_jar_names(pom: Path = POM) -> set[str]:
+    """The file names the build writes into `jars/flink/`.
+
+    The connectors the pom copies (`<artifactId>-<version>.jar`) and each module's jar
+    (`<finalName>.jar`).
+    """
+    root, resolve = _read_pom(pom)
     names = set()
     for execution in root.iter(f"{_MAVEN}execution"):
         if (execution.findtext(f"{_MAVEN}id") or "").strip() != "flink-connector-jars":
@@ -53,6 +70,13 @@ def pom_flink_jar_names(pom: Path = POM) -> set[str]:
             artifact = resolve(item.findtext(f"{_MAVEN}artifactId") or "")
             version = resolve(item.findtext(f"{_MAVEN}version") or "")
             names.add(f"{artifact}-{version}.jar")
+    for module in root.iter(f"{_MAVEN}module"):
+        module_root, module_resolve = _read_pom(
+            pom.parent / (module.text or "").strip() / "pom.xml"
+        )
+        names.add(
+            module_resolve(module_root.findtext(f"{_MAVEN}build/{_MAVEN}finalName") or "") + ".jar"
+        )
     return names
 
 

@@ -17,14 +17,14 @@ import pytest
 
 from meterstream.archive import committed_files
 from meterstream.config import Settings
-from meterstream.flink.launch import JobOptions, start_job
+from meterstream.flink.launch import JobOptions
 from meterstream.kafka_io import produce
 from meterstream.stack.flink import settings_env
 from meterstream.stack.kafka import RAW_TOPIC_CONFIG, create_topics
 from meterstream.store.migrate import migrate
 from meterstream.testing import Record, cloud_event, generate, sample_data
+from tests.pipeline_helpers import run_bounded_job
 
-JOB_TIMEOUT_S = 300
 #: Late whatever day the tests run: 34.5 days ago is inside the 35-day window, and the month
 #: it falls in ended at least 3.5 days ago, past the 72-hour allowed lateness.
 LATE_AGE = timedelta(days=34, hours=12)
@@ -105,7 +105,7 @@ def archive_run(isolated: Settings, tmp_path_factory: pytest.TempPathFactory) ->
     work = tmp_path_factory.mktemp("archive-run")
     archive = work / "archive"
     log = work / "job.log"
-    proc = start_job(
+    run_bounded_job(
         JobOptions(
             topic=raw,
             rejected_topic=rejected,
@@ -115,8 +115,6 @@ def archive_run(isolated: Settings, tmp_path_factory: pytest.TempPathFactory) ->
             job_name=f"archive-{unique}",
             env={**settings_env(isolated), "METERSTREAM_FLINK_ARCHIVE_DIR": str(archive)},
         ),
-        log=log,
+        log,
     )
-    code = proc.wait(timeout=JOB_TIMEOUT_S)
-    assert code == 0, log.read_text()[-5000:]
     return ArchiveRun(isolated, archive, records, prefix, late_account, raw)

@@ -11,12 +11,12 @@ import psycopg
 import pytest
 
 from meterstream.config import Settings
-from meterstream.flink.launch import JobOptions, start_job
+from meterstream.flink.launch import JobOptions
 from meterstream.kafka_io import produce
 from meterstream.rules.periods import period_start
 from meterstream.rules.validate import Validator
 from meterstream.testing import PERIOD_START, Record, cloud_event, sample_data
-from tests.pipeline_helpers import oracle, totals_in_postgres
+from tests.pipeline_helpers import oracle, run_bounded_job, totals_in_postgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 
@@ -43,8 +43,7 @@ def run_bounded(topics: tuple[str, str], job_dir: Path, unique: str, env: dict[s
         job_name=f"tz-{unique}",
         env=env,
     )
-    proc = start_job(options, log=job_dir / "job.log")
-    assert proc.wait(timeout=300) == 0, (job_dir / "job.log").read_text()[-5000:]
+    run_bounded_job(options, job_dir / "job.log")
 
 
 def late_in_postgres(settings: Settings, topic: str) -> set[tuple[str, str]]:

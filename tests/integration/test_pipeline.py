@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from meterstream.config import Settings
-from meterstream.flink.launch import JobOptions, start_job
+from meterstream.flink.launch import JobOptions
 from meterstream.kafka_io import produce
 from meterstream.meters.model import Aggregation
 from meterstream.meters.registry import load_registry
@@ -26,11 +26,15 @@ from meterstream.testing import (
     generate,
     rfc3339,
 )
-from tests.pipeline_helpers import consume_all, oracle, rejections_in_postgres, totals_in_postgres
+from tests.pipeline_helpers import (
+    consume_all,
+    oracle,
+    rejections_in_postgres,
+    run_bounded_job,
+    totals_in_postgres,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
-
-JOB_TIMEOUT_S = 300
 
 
 def run_bounded(
@@ -46,9 +50,7 @@ def run_bounded(
         job_name=f"test-{unique}",
         env=env or {},
     )
-    proc = start_job(options, log=job_dir / "job.log")
-    code = proc.wait(timeout=JOB_TIMEOUT_S)
-    assert code == 0, (job_dir / "job.log").read_text()[-5000:]
+    run_bounded_job(options, job_dir / "job.log")
 
 
 def record(account: str, event: dict) -> Record:
