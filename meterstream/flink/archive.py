@@ -37,8 +37,12 @@ ARCHIVE_COLUMNS = """
     dt STRING
 """
 
-#: Every column except `dt` comes from the workflow's `accepted_events` view (validated, not yet
-#: deduplicated), so retries and DUPLICATE_ID_CONFLICT repeats are archived too.
+#: Every column except `dt` comes from the workflow's `arrivals` view: every accepted event
+#: (validated, numbered but not deduplicated), so retries and DUPLICATE_ID_CONFLICT repeats are
+#: archived too. Reading it after the dedup operator's shuffle (not `accepted_events`) writes the
+#: files in that operator's task, off the thread that reads Kafka and checks events, and reuses
+#: its time-zone lookup and period. (`arrival > 0` always holds; it keeps the planner from
+#: pruning the dedup operator out of this branch.)
 #: `dt` is the arrival day; DATE_FORMAT of a TIMESTAMP_LTZ uses the session time zone, which
 #: `meterstream.flink.env` pins to UTC.
 ARCHIVE_INSERT = """
@@ -47,7 +51,8 @@ SELECT event_id, account_id, meter, aggregation, event_time, event_time_ms, peri
        dimensions, quantity, unique_value, dedup_key, fingerprint, source_topic,
        source_partition, source_offset, arrived_at, payload,
        DATE_FORMAT(arrived_at, 'yyyy-MM-dd') AS dt
-FROM accepted_events
+FROM arrivals
+WHERE arrival > 0
 """
 
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from pyflink.common import Row
 from pyflink.table import DataTypes
-from pyflink.table.udf import ScalarFunction, UserDefinedScalarFunctionWrapper, udf
+from pyflink.table.udf import (
+    ScalarFunction,
+    TableFunction,
+    UserDefinedScalarFunctionWrapper,
+    UserDefinedTableFunctionWrapper,
+    udf,
+    udtf,
+)
 
 from meterstream.meters.registry import MeterRegistry
 from meterstream.rules.reasons import Rejection
@@ -40,10 +48,24 @@ CHECKED_EVENT = DataTypes.ROW(
 )
 
 
+#: CHECKED_EVENT in Flink SQL (the JVM fast path declares the same type).
+CHECKED_EVENT_SQL = "ROW<{}>".format(
+    ", ".join(
+        f"`{name}` {kind}"
+        for name, kind in zip(
+            CHECKED_EVENT.names,
+            ("STRING",) * 5
+            + ("INT", "BIGINT")
+            + ("STRING",) * 4
+            + ("BIGINT", "STRING")
+            + ("DECIMAL(38, 9)", "STRING", "STRING", "BIGINT"),
+            strict=True,
+        )
+    )
+)
+
 #: The fields after `meter`, all NULL for a rejected record.
 REJECTED_TAIL = (None,) * (len(CHECKED_EVENT.fields) - 10)
-#: The fields after the Kafka position, all NULL for a record the fast path decided.
-DECIDED_TAIL = (None,) * (len(CHECKED_EVENT.fields) - 7)
 
 
 class CheckEvent(ScalarFunction):
@@ -60,21 +82,10 @@ class CheckEvent(ScalarFunction):
         """Compile the meters' checks once per worker."""
         self._validator = Validator(self._registry)
 
-    def eval(  # noqa: PLR0913, PLR0917 - one argument per column of the Kafka record
-        self,
-        payload: str | None,
-        topic: str,
-        partition: int,
-        offset: int,
-        arrived_at: datetime,
-        decided: bool = False,  # noqa: FBT001, FBT002 - a SQL argument
+    def eval(
+        self, payload: str | None, topic: str, partition: int, offset: int, arrived_at: datetime
     ) -> Row:
-        """Return the CHECKED_EVENT row for one Kafka record; only its position if `decided`.
-
-        (Thread mode cannot return a NULL row, nor a NULL INT in one.)
-        """
-        if decided:
-            return Row(None, None, None, None, topic, partition, offset, *DECIDED_TAIL)
+        """Return the CHECKED_EVENT row for one Kafka record."""
         assert self._validator is not None  # noqa: S101 - open() always runs first
         # TIMESTAMP_LTZ arrives naive, in the session time zone, which the job pins to UTC.
         result = self._validator.validate(payload or "", arrived_at.replace(tzinfo=UTC))
@@ -126,3 +137,33 @@ def fast_path_spec(registry: MeterRegistry) -> str:
 def check_event_udf(registry: MeterRegistry) -> UserDefinedScalarFunctionWrapper:
     """The `check_event` UDF, carrying the meter definitions loaded on the client."""
     return udf(CheckEvent(registry), result_type=CHECKED_EVENT)
+
+
+class CheckEventRows(TableFunction):
+    """`check_event_rows(payload, topic, partition, offset, arrived_at)`: one CHECKED_EVENT row.
+
+    `check_event` as a table function, for the records the JVM fast path leaves to Python. A
+    table function, because the planner keeps the filter that selects those records below a
+    Python correlate; a scalar UDF would be called for every record.
+    """
+
+    def __init__(self, registry: MeterRegistry) -> None:
+        self._check = CheckEvent(registry)
+
+    def open(self, function_context: Any) -> None:
+        """Compile the meters' checks once per worker."""
+        self._check.open(function_context)
+
+    def eval(  # noqa: PLR0913, PLR0917 - one argument per column of the Kafka record
+        self, payload: str | None, topic: str, partition: int, offset: int, arrived_at: datetime
+    ) -> Iterator[Row]:
+        """Yield the record's CHECKED_EVENT row."""
+        yield self._check.eval(payload, topic, partition, offset, arrived_at)
+
+
+def check_event_rows_udtf(registry: MeterRegistry) -> UserDefinedTableFunctionWrapper:
+    """The `check_event_rows` table function, carrying the meter definitions."""
+    return udtf(
+        CheckEventRows(registry),
+        result_types=[field.data_type for field in CHECKED_EVENT.fields],
+    )

@@ -15,7 +15,14 @@ from pyflink.table import StatementSet, TableEnvironment
 from meterstream.config import Settings
 from meterstream.flink.sqlgen import aggregate_sql
 from meterstream.flink.tables import SinkTables
-from meterstream.flink.udfs import FAST_CHECK_EVENT_CLASS, check_event_udf, fast_path_spec
+from meterstream.flink.udfs import (
+    CHECKED_EVENT,
+    CHECKED_EVENT_SQL,
+    FAST_CHECK_EVENT_CLASS,
+    check_event_rows_udtf,
+    check_event_udf,
+    fast_path_spec,
+)
 from meterstream.meters.registry import MeterRegistry
 
 CHECKED_EVENTS = """
@@ -25,12 +32,13 @@ SELECT payload, arrived_at,
 FROM {source}
 """
 
-# With the fast path, the JVM function `fast_check_event` checks every record first and answers
-# for the events it recognises as accepted; every other record (every rejection, every warning,
-# anything unusual) is decided by the Python UDF, which returns at once for the records already
-# decided. Both give the same row for the same record (tests/flink/test_fast_path.py).
-# `fast_check_event` is declared non-deterministic, so that the planner computes it once per
-# record instead of inlining it into each use.
+# With the fast path (the default), the JVM function `fast_check_event` checks every record
+# first and answers for the events it recognises as accepted; only the other records (every
+# rejection, every warning, anything unusual) reach Python, through the table function
+# `check_event_rows` (a Python table function: the planner keeps the filter below it, where a
+# scalar UDF would be called for every record). Both give the same row for the same record
+# (tests/flink/test_fast_path.py). The JVM function remembers its last answer: the two
+# branches ask about each record one after the other.
 FAST_CHECKED_EVENTS = """
 CREATE TEMPORARY VIEW fast_checked_events AS
 SELECT payload, arrived_at, kafka_topic, kafka_partition, kafka_offset,
@@ -41,13 +49,14 @@ FROM {source}
 
 FAST_OR_PYTHON_CHECKED_EVENTS = """
 CREATE TEMPORARY VIEW checked_events AS
-SELECT payload, arrived_at, CASE WHEN fast IS NULL THEN slow ELSE fast END AS c
-FROM (
-  SELECT payload, arrived_at, fast,
-         check_event(IF(fast IS NULL, payload, CAST(NULL AS STRING)), kafka_topic,
-                     kafka_partition, kafka_offset, arrived_at, fast IS NOT NULL) AS slow
-  FROM fast_checked_events
-)
+SELECT payload, arrived_at, fast AS c
+FROM fast_checked_events
+WHERE fast IS NOT NULL
+UNION ALL
+SELECT payload, arrived_at, CAST(ROW({fields}) AS {row_type}) AS c
+FROM (SELECT * FROM fast_checked_events WHERE fast IS NULL) AS undecided,
+     LATERAL TABLE(check_event_rows(payload, kafka_topic, kafka_partition, kafka_offset,
+                                    arrived_at)) AS t({names})
 """
 
 VALIDATED_EVENTS = """
@@ -175,9 +184,14 @@ def define_workflow(
     if settings.flink.fast_path:
         t_env.create_java_temporary_system_function("fast_check_event", FAST_CHECK_EVENT_CLASS)
         spec = fast_path_spec(registry).replace("'", "''")
+        t_env.create_temporary_system_function("check_event_rows", check_event_rows_udtf(registry))
         checked = [
             FAST_CHECKED_EVENTS.format(source=source, spec=spec),
-            FAST_OR_PYTHON_CHECKED_EVENTS,
+            FAST_OR_PYTHON_CHECKED_EVENTS.format(
+                row_type=CHECKED_EVENT_SQL,
+                fields=", ".join(f"t.{name}" for name in CHECKED_EVENT.names),
+                names=", ".join(CHECKED_EVENT.names),
+            ),
         ]
     else:
         checked = [CHECKED_EVENTS.format(source=source)]

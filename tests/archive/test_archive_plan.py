@@ -44,17 +44,24 @@ def optimized_plan(
     return plan[plan.index("== Optimized Execution Plan ==") :]
 
 
-def test_archive_adds_a_filesystem_sink_and_no_second_python_call(optimized_plan: str) -> None:
-    assert optimized_plan.count("PythonCalc(") == 1
+def test_archive_adds_a_filesystem_sink_and_no_second_check_or_lookup(optimized_plan: str) -> None:
+    assert optimized_plan.count("PythonCorrelate(") == 1
+    assert optimized_plan.count("LookupJoin(") == 1
     assert "Sink(table=[default_catalog.default_database.archived_events]" in optimized_plan
 
 
-def test_archive_rows_are_not_deduplicated(optimized_plan: str) -> None:
-    # Every accepted event, not only first arrivals: the archive's branch has no filter on the
-    # arrival number, and it does not wait for the OVER aggregate.
-    archive_branch = optimized_plan[optimized_plan.index("archived_events]") :]
-    assert "OverAggregate" not in archive_branch.split("\n\n")[0]
-    assert "w0$o0" not in archive_branch.split("\n\n")[0]
+def test_archive_rows_are_every_arrival_written_after_the_dedup_shuffle(
+    optimized_plan: str,
+) -> None:
+    # Every accepted event, not only first arrivals: the archive's branch reads the numbered
+    # arrivals (the OVER aggregate's output, reused) with no filter on the arrival number but
+    # the `w0$o0 > 0` that always holds; its files are written in the dedup operator's task.
+    archive_branch = optimized_plan[optimized_plan.index("archived_events]") :].split(
+        "\n\n", maxsplit=1
+    )[0]
+    assert "Reused(reference_id=" in archive_branch
+    assert "w0$o0 = 1" not in archive_branch
+    assert "w0$o0 > 1" not in archive_branch
 
 
 def test_archive_table_is_parquet_partitioned_by_arrival_day_with_success_files(

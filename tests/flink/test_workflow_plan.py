@@ -1,4 +1,5 @@
-"""The workflow's optimized plan: Python runs once per event; dedup and totals run in the JVM."""
+"""The workflow's optimized plan: Python sees only what the JVM fast path leaves to it, once;
+dedup and totals run in the JVM."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ pytestmark = pytest.mark.flink
 
 @pytest.fixture(scope="module")
 def optimized_plan(settings: Settings, registry: MeterRegistry, tmp_path_factory) -> str:  # noqa: ANN001
+    return _optimized_plan(settings, registry, tmp_path_factory.mktemp("ckpt"))
+
+
+def _optimized_plan(settings: Settings, registry: MeterRegistry, checkpoints: Path) -> str:
     ensure_jars(settings)
-    t_env = create_table_env(
-        settings, job_name="plan-test", checkpoint_dir=tmp_path_factory.mktemp("ckpt")
-    )
+    t_env = create_table_env(settings, job_name="plan-test", checkpoint_dir=checkpoints)
     t_env.execute_sql(tables.kafka_raw_events_ddl(settings))
     t_env.execute_sql(tables.jdbc_usage_aggregates_ddl(settings))
     t_env.execute_sql(tables.jdbc_rejected_events_ddl(settings))
@@ -40,8 +43,28 @@ def optimized_plan(settings: Settings, registry: MeterRegistry, tmp_path_factory
     return plan[plan.index("== Optimized Execution Plan ==") :]
 
 
-def test_workflow_calls_the_python_udf_once_per_event_for_all_branches(optimized_plan: str) -> None:
-    assert optimized_plan.count("PythonCalc(") == 1
+def test_workflow_calls_python_in_one_operator_for_all_branches(optimized_plan: str) -> None:
+    assert optimized_plan.count("PythonCorrelate(") == 1
+    assert "PythonCalc(" not in optimized_plan
+
+
+def test_workflow_sends_python_only_the_records_the_fast_path_did_not_answer(
+    optimized_plan: str,
+) -> None:
+    python_input = optimized_plan.split("PythonCorrelate(", 1)[1].split("\n", 2)[1]
+    assert "where=[fast_check_event(" in python_input
+    assert python_input.rstrip().endswith("IS NULL])")
+
+
+def test_workflow_without_the_fast_path_checks_every_record_in_python_once(
+    settings: Settings, registry: MeterRegistry, tmp_path: Path
+) -> None:
+    from dataclasses import replace  # noqa: PLC0415
+
+    python_only = replace(settings, flink=replace(settings.flink, fast_path=False))
+    plan = _optimized_plan(python_only, registry, tmp_path)
+    assert plan.count("PythonCalc(") == 1
+    assert "fast_check_event" not in plan
 
 
 def test_workflow_numbers_arrivals_per_account_and_key_in_one_over_aggregate(
