@@ -6,6 +6,7 @@ tests) and is owned by the caller, which closes it after the server stops.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,6 +33,8 @@ from meterstream.api.store import Store
 from meterstream.config import Settings
 
 OPEN_PATHS = ("/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+#: The youngest generation's collection threshold of a serving process (CPython's default: 700).
+GC_THRESHOLD = 50_000
 
 
 class MetricsMiddleware:
@@ -110,9 +113,17 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 
 def create_app(
-    settings: Settings, producer: EventProducer, *, store: Store | None = None
+    settings: Settings,
+    producer: EventProducer,
+    *,
+    store: Store | None = None,
+    close_producer: bool = False,
 ) -> FastAPI:
-    """The ingest API, sending accepted events with `producer` to `settings.kafka.topics.raw`."""
+    """The ingest API, sending accepted events with `producer` to `settings.kafka.topics.raw`.
+
+    The caller closes `producer` after the server stops, unless `close_producer` is set:
+    then the app does when it shuts down.
+    """
     store = store or Store(settings, max_size=20)
     metrics = ApiMetrics()
     ttl = settings.api.token_cache_seconds
@@ -124,6 +135,8 @@ def create_app(
             yield
         finally:
             await store.close()
+            if close_producer:
+                producer.close()
 
     app = FastAPI(
         title="meterstream ingest API",
@@ -153,4 +166,35 @@ def create_app(
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for a server that handles 1,000-event batches.
+
+    A batch makes several container objects per event and keeps them through its awaits, so
+    with the default thresholds the collector runs about ten times per request and keeps
+    promoting live batches into the old generation, whose full collections walk the whole
+    heap: a quarter of the API's CPU time in a profile. Freezing what start-up created and
+    collecting the youngest generation less often cut the server's CPU per 1,000-event
+    request by about 40% (docs/benchmarks.md). Request objects are acyclic and are freed by
+    reference counting anyway; cycles are still collected, later.
+    """
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, middle, old)
+
+
+def worker_app() -> FastAPI:
+    """The app of one process of `meterstream serve --workers N` (a uvicorn app factory).
+
+    Each process has its own settings (from the environment `serve` set up), Kafka producer
+    and rate-limit buckets.
+    """
+    from meterstream.api.producer import KafkaEventProducer  # noqa: PLC0415
+    from meterstream.config import load_settings  # noqa: PLC0415
+
+    settings = load_settings()
+    app = create_app(settings, KafkaEventProducer(settings), close_producer=True)
+    tune_gc()
     return app

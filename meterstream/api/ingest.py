@@ -11,17 +11,18 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Hashable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from meterstream.api.auth import Scope
 from meterstream.api.context import ApiContext, authorize, context
+from meterstream.api.envelope import accepted_ids
 from meterstream.api.errors import ApiError, ErrorCode
-from meterstream.api.parsing import Piece, split_batch
+from meterstream.api.parsing import Piece, split_batch, split_objects
 from meterstream.api.producer import Delivery
 from meterstream.api.ratelimit import Limit, retry_after
 from meterstream.config import ApiSettings
@@ -34,13 +35,23 @@ SINGLE = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 
 
-@dataclass(frozen=True, slots=True)
-class Checked:
+# Checked and Accepted are NamedTuples, not frozen dataclasses: a request makes one of each per
+# event, and a frozen dataclass costs about twice as much to build.
+
+
+class Accepted(NamedTuple):
+    """An event whose envelope passed the checks: what the API needs of it."""
+
+    event_id: str
+    account_id: str
+
+
+class Checked(NamedTuple):
     """One event of a request after the synchronous checks."""
 
     index: int
     raw: bytes
-    result: Envelope | Rejection
+    result: Accepted | Rejection
 
 
 def media_type(content_type: str | None) -> str:
@@ -52,15 +63,31 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def _batch_kind(content_type: str | None, body: bytes) -> str:
+    kind = media_type(content_type)
+    if kind == "application/json":
+        return BATCH if body.lstrip()[:1] == b"[" else SINGLE
+    return kind
+
+
+def _check_count(count: int, api: ApiSettings) -> None:
+    if not count:
+        raise ApiError(400, ErrorCode.BAD_REQUEST, "the batch is empty")
+    if count > api.max_events_per_request:
+        raise ApiError(
+            413,
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"{count} events in one request; at most {api.max_events_per_request}",
+        )
+
+
 def split_request(content_type: str | None, body: bytes, api: ApiSettings) -> list[Piece]:
     """The events of a request body, or raise `ApiError` (400, 413, 415). Never anything else.
 
     `application/cloudevents+json` is one event, `application/cloudevents-batch+json` a JSON
     array of events; plain `application/json` is a batch when it starts with `[`.
     """
-    kind = media_type(content_type)
-    if kind == "application/json":
-        kind = BATCH if body.lstrip()[:1] == b"[" else SINGLE
+    kind = _batch_kind(content_type, body)
     if kind == SINGLE:
         if len(body) > api.max_event_bytes:
             return [Piece(0, len(body), body[:200], too_large=True)]
@@ -79,34 +106,50 @@ def split_request(content_type: str | None, body: bytes, api: ApiSettings) -> li
             f"the batch is not a JSON array of events: {pieces.detail} (at byte {pieces.offset})",
             extra={"reason": ReasonCode.MALFORMED_JSON},
         )
-    if not pieces:
-        raise ApiError(400, ErrorCode.BAD_REQUEST, "the batch is empty")
-    if len(pieces) > api.max_events_per_request:
-        raise ApiError(
-            413,
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            f"{len(pieces)} events in one request; at most {api.max_events_per_request}",
-        )
+    _check_count(len(pieces), api)
     return pieces
+
+
+def _check(raw: bytes) -> Accepted | Rejection:
+    envelope = parse_envelope(raw)
+    if isinstance(envelope, Envelope):
+        return Accepted(envelope.event_id, envelope.account_id)
+    return envelope
 
 
 def check_envelopes(pieces: list[Piece]) -> list[Checked]:
     """The synchronous envelope checks of each event (`parse_envelope`)."""
-    out = []
-    for index, piece in enumerate(pieces):
-        if piece.too_large:
-            result: Envelope | Rejection = Rejection(
-                ReasonCode.EVENT_TOO_LARGE, "the event is larger than api.max_event_bytes"
-            )
-        else:
-            result = parse_envelope(piece.raw)
-        out.append(Checked(index, piece.raw, result))
-    return out
+    too_large = Rejection(
+        ReasonCode.EVENT_TOO_LARGE, "the event is larger than api.max_event_bytes"
+    )
+    return [
+        Checked(index, piece.raw, too_large if piece.too_large else _check(piece.raw))
+        for index, piece in enumerate(pieces)
+    ]
+
+
+def check_request(content_type: str | None, body: bytes, api: ApiSettings) -> list[Checked]:
+    """`check_envelopes(split_request(...))`, faster for the usual batch of objects.
+
+    Such a batch is split and parsed in one pass (`split_objects`), and an event that passes
+    `accepted_ids` is not parsed again; anything else takes the general path.
+    """
+    if _batch_kind(content_type, body) == BATCH:
+        batch = split_objects(body, api.max_event_bytes)
+        if batch is not None:
+            raws, docs = batch
+            _check_count(len(raws), api)
+            out = []
+            for index, (raw, doc) in enumerate(zip(raws, docs, strict=True)):
+                ids = accepted_ids(doc)
+                out.append(Checked(index, raw, _check(raw) if ids is None else Accepted(*ids)))
+            return out
+    return check_envelopes(split_request(content_type, body, api))
 
 
 def event_id_of(checked: Checked) -> str | None:
     """The event's id when it has a string one, for the per-event result."""
-    if isinstance(checked.result, Envelope):
+    if isinstance(checked.result, Accepted):
         return checked.result.event_id
     if checked.result.event_id is not None:
         return checked.result.event_id
@@ -146,19 +189,22 @@ async def apply_tenancy_and_limits(
 
     The quota is reserved for exactly the events that stay accepted.
     """
-    accounts = {c.result.account_id for c in checked if isinstance(c.result, Envelope)}
-    owned = await ctx.accounts.owned(org_id, accounts) if accounts else set()
-    checked = [
-        _reject(
-            c,
-            ReasonCode.ACCOUNT_NOT_IN_ORGANISATION,
-            f"account {c.result.account_id!r} is not an account of organisation {org_id!r}",
-        )
-        if isinstance(c.result, Envelope) and c.result.account_id not in owned
-        else c
-        for c in checked
-    ]
-    per_account = Counter(c.result.account_id for c in checked if isinstance(c.result, Envelope))
+    per_account = Counter(c.result.account_id for c in checked if isinstance(c.result, Accepted))
+    owned = await ctx.accounts.owned(org_id, per_account) if per_account else set()
+    strangers = per_account.keys() - owned
+    if strangers:
+        checked = [
+            _reject(
+                c,
+                ReasonCode.ACCOUNT_NOT_IN_ORGANISATION,
+                f"account {c.result.account_id!r} is not an account of organisation {org_id!r}",
+            )
+            if isinstance(c.result, Accepted) and c.result.account_id in strangers
+            else c
+            for c in checked
+        ]
+        for account in strangers:
+            del per_account[account]
     if not per_account:
         return checked
     limit = ctx.account_limit()
@@ -177,10 +223,12 @@ async def apply_tenancy_and_limits(
     grants = await ctx.store.reserve_quota(
         dict(per_account), day.date(), ctx.settings.api.account_daily_event_quota
     )
+    if all(grants.get(account, 0) >= n for account, n in per_account.items()):
+        return checked  # the usual case: every event is within its account's quota
     left = dict(grants)  # reserved for exactly the events accepted below
     out = []
     for c in checked:
-        if isinstance(c.result, Envelope):
+        if isinstance(c.result, Accepted):
             account = c.result.account_id
             if left.get(account, 0) <= 0:
                 out.append(
@@ -196,15 +244,54 @@ async def apply_tenancy_and_limits(
     return out
 
 
-def _result(c: Checked, failed: dict[int, str], position: dict[int, int]) -> dict[str, Any]:
-    item: dict[str, Any] = {"index": c.index, "id": event_id_of(c)}
-    if isinstance(c.result, Rejection):
-        item |= {"status": "rejected", "reason": c.result.code, "detail": c.result.detail}
-    elif position[c.index] in failed:
-        item |= {"status": "failed", "detail": failed[position[c.index]]}
-    else:
-        item["status"] = "accepted"
-    return item
+def _results(
+    checked: list[Checked], failed: dict[int, str]
+) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """Each event's result, and the rejections counted by reason.
+
+    `failed` is keyed by position among the accepted events (the order they were sent in).
+    """
+    results: list[dict[str, Any]] = []
+    rejected = Counter[str]()
+    position = 0
+    for c in checked:
+        result = c.result
+        if isinstance(result, Accepted):
+            if position in failed:
+                item = {
+                    "index": c.index,
+                    "id": result.event_id,
+                    "status": "failed",
+                    "detail": failed[position],
+                }
+            else:
+                item = {"index": c.index, "id": result.event_id, "status": "accepted"}
+            position += 1
+        else:
+            rejected[str(result.code)] += 1
+            item = {
+                "index": c.index,
+                "id": event_id_of(c),
+                "status": "rejected",
+                "reason": result.code,
+                "detail": result.detail,
+            }
+        results.append(item)
+    return results, rejected
+
+
+def _json(
+    content: dict[str, Any], status_code: int, headers: dict[str, str] | None = None
+) -> Response:
+    """The JSON answer `JSONResponse` would send, rendered by orjson.
+
+    For a 1,000-event batch's results orjson is several times faster than `json.dumps`.
+    """
+    try:
+        body = orjson.dumps(content)
+    except TypeError:  # e.g. a lone surrogate in an id: let JSONResponse decide
+        return JSONResponse(content, status_code=status_code, headers=headers)
+    return Response(body, status_code=status_code, headers=headers, media_type="application/json")
 
 
 @router.post(
@@ -233,7 +320,7 @@ def _result(c: Checked, failed: dict[int, str], position: dict[int, int]) -> dic
         }
     },
 )
-async def post_events(request: Request) -> JSONResponse:
+async def post_events(request: Request) -> Response:
     """Check each event's envelope now and send the accepted ones to Kafka.
 
     The answer lists every event: `accepted`, `rejected` (with its reason code) or, with a
@@ -244,21 +331,17 @@ async def post_events(request: Request) -> JSONResponse:
     principal = await authorize(request, Scope.INGEST_WRITE)
     api = ctx.settings.api
     body = await read_body(request, api.max_request_bytes)
-    pieces = split_request(request.headers.get("content-type"), body, api)
+    checked = check_request(request.headers.get("content-type"), body, api)
     now = datetime.now(UTC)
-    checked = await apply_tenancy_and_limits(ctx, principal.org_id, check_envelopes(pieces), now)
-    accepted = [c for c in checked if isinstance(c.result, Envelope)]
-    position = {c.index: i for i, c in enumerate(accepted)}
+    checked = await apply_tenancy_and_limits(ctx, principal.org_id, checked, now)
+    accepted = [c.result for c in checked if isinstance(c.result, Accepted)]
     delivery = Delivery()
     if accepted:
         records = [
-            (c.result.account_id.encode(), c.raw)
-            for c in accepted
-            if isinstance(c.result, Envelope)
+            (c.result.account_id.encode(), c.raw) for c in checked if isinstance(c.result, Accepted)
         ]
         delivery = await (await ctx.producer.enqueue(ctx.topic, records))
-    rejected = Counter(str(c.result.code) for c in checked if isinstance(c.result, Rejection))
-    results = [_result(c, delivery.failed, position) for c in checked]
+    results, rejected = _results(checked, delivery.failed)
     summary = {
         "accepted": len(accepted) - len(delivery.failed),
         "rejected": sum(rejected.values()),
@@ -268,19 +351,15 @@ async def post_events(request: Request) -> JSONResponse:
     ctx.metrics.count_events(summary["accepted"], dict(rejected), len(delivery.failed))
     if delivery.failed:
         ctx.metrics.kafka_failures.inc()
-        unused = Counter(
-            accepted[i].result.account_id
-            for i in delivery.failed
-            if isinstance(accepted[i].result, Envelope)
-        )
+        unused = Counter(accepted[i].account_id for i in delivery.failed)
         await ctx.store.release_quota(dict(unused), now.date())
-        return JSONResponse(
+        return _json(
             {
                 "error": ErrorCode.KAFKA_UNAVAILABLE,
                 "detail": "Kafka did not acknowledge every event; retry with the same ids",
                 **summary,
             },
-            status_code=503,
-            headers={"Retry-After": "5"},
+            503,
+            {"Retry-After": "5"},
         )
-    return JSONResponse(summary, status_code=202 if accepted else 422)
+    return _json(summary, 202 if accepted else 422)

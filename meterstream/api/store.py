@@ -78,9 +78,66 @@ class Store:
         Rows are locked in account order, so concurrent requests never deadlock, and the
         grant never exceeds the quota however many API processes run.
         """
-        accounts = sorted(a for a, n in wanted.items() if n > 0)
-        if not accounts:
+        wanted = {a: n for a, n in wanted.items() if n > 0}
+        if not wanted:
             return {}
+        full = await self._reserve_in_full(wanted, day, default_quota)
+        grants = {a: n for a, n in wanted.items() if a in full}
+        rest = {a: n for a, n in wanted.items() if a not in full}
+        if rest:  # accounts at or near their quota: grant what is left, exactly
+            grants |= await self._reserve_rest(rest, day, default_quota)
+        return grants
+
+    async def _reserve_in_full(
+        self, wanted: dict[str, int], day: date, default_quota: int
+    ) -> set[str]:
+        """Reserve all of `wanted[account]` for each account where it fits; return those.
+
+        One statement (autocommit: one round trip, row locks held only while it runs).
+        """
+        accounts = sorted(wanted)
+        # Account ids cannot contain a comma (`events.ACCOUNT_ID`): the arrays go as two
+        # strings, which psycopg sends as they are instead of dumping each element in Python.
+        joined = ",".join(accounts)
+        if not accounts or joined.count(",") != len(accounts) - 1:
+            return set()
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "WITH up AS ("
+                " INSERT INTO account_daily_counts AS c (account_id, day, events)"
+                " SELECT w.account_id, %(day)s, w.n"
+                " FROM unnest(string_to_array(%(accounts)s, ','),"
+                " string_to_array(%(counts)s, ',')::bigint[]) AS w(account_id, n)"
+                " LEFT JOIN accounts a USING (account_id)"
+                " WHERE w.n <= COALESCE(a.daily_event_quota, %(quota)s)"
+                " ORDER BY w.account_id"
+                " ON CONFLICT (account_id, day) DO UPDATE SET events = c.events + excluded.events"
+                " WHERE c.events + excluded.events <= COALESCE("
+                "(SELECT daily_event_quota FROM accounts WHERE account_id = c.account_id),"
+                " %(quota)s)"
+                " RETURNING c.account_id)"
+                " SELECT count(*) AS granted,"
+                " CASE WHEN count(*) < %(total)s THEN array_agg(account_id) END AS accounts"
+                " FROM up",
+                {
+                    "day": day,
+                    "accounts": joined,
+                    "counts": ",".join(str(wanted[a]) for a in accounts),
+                    "quota": default_quota,
+                    "total": len(accounts),
+                },
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return set()
+        if row["granted"] == len(accounts):
+            return set(accounts)
+        return set(row["accounts"] or ())
+
+    async def _reserve_rest(
+        self, wanted: dict[str, int], day: date, default_quota: int
+    ) -> dict[str, int]:
+        accounts = sorted(wanted)
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO account_daily_counts (account_id, day, events)"

@@ -27,10 +27,9 @@ from starlette.responses import JSONResponse
 from meterstream.api.auth import Principal, Scope
 from meterstream.api.context import ApiContext, authorize, context
 from meterstream.api.errors import ApiError, ErrorCode
-from meterstream.api.ingest import check_envelopes, media_type
+from meterstream.api.ingest import Accepted, check_envelopes, media_type
 from meterstream.api.parsing import Format, Piece, new_splitter
 from meterstream.api.producer import Delivery
-from meterstream.events import Envelope
 from meterstream.rules.reasons import ReasonCode, Rejection
 
 router = APIRouter(tags=["uploads"])
@@ -95,20 +94,20 @@ class UploadRun:
         if not pieces:
             return
         checked = check_envelopes(pieces)
-        accounts = {c.result.account_id for c in checked if isinstance(c.result, Envelope)}
+        accounts = {c.result.account_id for c in checked if isinstance(c.result, Accepted)}
         owned = (
             await self.ctx.accounts.owned(self.principal.org_id, accounts) if accounts else set()
         )
         needed = Counter(
             c.result.account_id
             for c in checked
-            if isinstance(c.result, Envelope) and c.result.account_id in owned
+            if isinstance(c.result, Accepted) and c.result.account_id in owned
         )
         await self._reserve(needed)
         records: list[tuple[bytes, bytes]] = []
         for piece, c in zip(pieces, checked, strict=True):
             result = c.result
-            if isinstance(result, Envelope):
+            if isinstance(result, Accepted):
                 if result.account_id not in owned:
                     result = Rejection(
                         ReasonCode.ACCOUNT_NOT_IN_ORGANISATION,

@@ -218,11 +218,17 @@ def measure_api(settings: Settings, topic: str, records: list[Record]) -> ApiFig
         p50_ms=percentile(latencies, 50),
         p99_ms=percentile(latencies, 99),
         detail=(
-            f"`meterstream serve` (one process), {CLIENTS} concurrent clients, "
+            f"`meterstream serve` ({_processes(env)}), {CLIENTS} concurrent clients, "
             f"{len(batches)} requests of up to 1,000 events, HTTP statuses {statuses}, "
             f"rate limits lifted; org {org}"
         ),
     )
+
+
+def _processes(env: dict[str, str]) -> str:
+    """How many server processes `meterstream serve` runs (`METERSTREAM_API_WORKERS`)."""
+    workers = env.get("METERSTREAM_API_WORKERS", "1").strip() or "1"
+    return "one process" if workers == "1" else f"{workers} worker processes"
 
 
 def _post_all(

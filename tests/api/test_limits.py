@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -86,3 +87,27 @@ def test_daily_quota_rejects_events_past_it_per_event(
     assert second.json()["results"][-1]["reason"] == "QUOTA_EXCEEDED"
     assert third.status_code == 422
     assert len(read_topic(api.settings, api.topic, 5)) == 5
+
+
+def test_daily_quota_is_never_exceeded_by_concurrent_requests(
+    api: RunningApi, make_tenant: Callable[..., Tenant]
+) -> None:
+    tenant = make_tenant(2, quota=50)
+    hot, other = tenant.accounts
+
+    def send(i: int) -> dict[str, int]:
+        body = json.loads(batch(f"r{i}", hot, 8)) + json.loads(batch(f"o{i}", other, 2))
+        with api.client(tenant.tokens["ingest"]) as http:
+            doc = http.post("/v1/events", content=json.dumps(body).encode(), headers=BATCH).json()
+        counts = {"hot": 0, "other": 0}
+        for result in doc["results"]:
+            if result["status"] == "accepted":
+                counts["hot" if result["id"].startswith("r") else "other"] += 1
+        return counts
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(send, range(12)))
+
+    assert sum(o["hot"] for o in outcomes) == 50  # 96 wanted, exactly the quota granted
+    assert sum(o["other"] for o in outcomes) == 24
+    assert len(read_topic(api.settings, api.topic, 74)) == 74

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meterstream.api.errors import ApiError
-from meterstream.api.ingest import check_envelopes, split_request
-from meterstream.api.parsing import ArraySplitter, JsonlSplitter, Piece, split_batch
+from meterstream.api.ingest import check_envelopes, check_request, split_request
+from meterstream.api.parsing import (
+    ArraySplitter,
+    JsonlSplitter,
+    Piece,
+    split_batch,
+    split_objects,
+)
 from meterstream.config import ApiSettings
 from meterstream.rules.reasons import ReasonCode, Rejection
 
@@ -214,3 +221,93 @@ def test_split_request_arbitrary_json_batches_and_their_prefixes_never_crash(
             assert exc.status in (400, 413)
             continue
         check_envelopes(pieces)
+
+
+# --- the fast path for batches of objects -------------------------------------------------------
+
+TRICKY_TEXT = st.text(alphabet='{},[] \n"\\ab', max_size=10)
+OBJECTS = st.dictionaries(
+    TRICKY_TEXT,
+    st.recursive(
+        st.none() | st.integers(-5, 5) | TRICKY_TEXT,
+        lambda children: (
+            st.lists(children, max_size=3) | st.dictionaries(TRICKY_TEXT, children, max_size=3)
+        ),
+        max_leaves=10,
+    ),
+    max_size=4,
+)
+SEPARATORS = st.sampled_from([",", ", ", " ,\n", "\t,\r\n "])
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    values=st.lists(OBJECTS | JSON_VALUES, max_size=6),
+    sep=SEPARATORS,
+    pad=st.sampled_from(["", " ", "\n "]),
+    cut=st.integers(0, 400),
+    max_bytes=st.integers(5, 300),
+)
+def test_split_objects_agrees_with_split_batch_whenever_it_answers(
+    values: list[object], sep: str, pad: str, cut: int, max_bytes: int
+) -> None:
+    body = f"{pad}[{pad}{sep.join(json.dumps(v) for v in values)}{pad}]{pad}".encode()
+    for candidate in (body, body[:cut]):
+        fast = split_objects(candidate, max_bytes)
+        if fast is None:
+            continue
+        pieces = split_batch(candidate, max_bytes)
+        assert isinstance(pieces, list)
+        assert fast[0] == [p.raw for p in pieces]
+        assert fast[1] == [json.loads(p.raw) for p in pieces]
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(OBJECTS, min_size=1, max_size=6), sep=SEPARATORS)
+def test_split_objects_takes_every_array_of_small_objects(values: list[object], sep: str) -> None:
+    assert split_objects(f"[{sep.join(json.dumps(v) for v in values)}]".encode(), 10_000)
+
+
+EVENT_FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.sampled_from(["e1", "", 7, "x" * 300]),
+        "source": st.sampled_from(["gw", ""]),
+        "type": st.sampled_from(["api_calls", None]),
+        "subject": st.sampled_from(["acct-1", "acct 2", "é"]),
+        "time": st.sampled_from(["2026-10-31T23:59:59.250Z", "2026-10-31", "2026-10-31T23:59:59"]),
+        "data": st.sampled_from([{"status": 200}, [], None]),
+        "dataschema": st.sampled_from(["schemas/api_calls/v1", "latest", None]),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=st.lists(EVENT_FIELDS | JSON_VALUES, max_size=8))
+def test_check_request_gives_what_the_general_path_gives(events: list[object]) -> None:
+    body = json.dumps(events).encode()
+    for content_type in ("application/cloudevents-batch+json", "application/json"):
+        try:
+            expected = check_envelopes(split_request(content_type, body, API))
+        except ApiError as exc:
+            with pytest.raises(ApiError) as raised:
+                check_request(content_type, body, API)
+            assert (raised.value.status, raised.value.detail) == (exc.status, exc.detail)
+            continue
+        assert check_request(content_type, body, API) == expected
+
+
+def test_split_objects_leaves_a_body_full_of_false_boundaries_to_split_batch() -> None:
+    body = json.dumps([{"s": "},{" * 100_000}, {"t": 1}]).encode()
+
+    assert split_objects(body, 10**6) is None  # bounded work, not one parse per `},{`
+    assert [p.raw for p in batch_pieces(body)] == [
+        json.dumps({"s": "},{" * 100_000}).encode(),
+        b'{"t": 1}',
+    ]
+
+
+def batch_pieces(body: bytes) -> list[Piece]:
+    pieces = split_batch(body, 10**6)
+    assert isinstance(pieces, list)
+    return pieces
