@@ -113,6 +113,17 @@ def headline(results: BenchResults) -> list[dict[str, Any]]:  # noqa: PLR0915 - 
                 else ""
             ),
         )
+    fast, python = _run(results, "pipeline", 1), _run(results, "pipeline-python", 1)
+    if python is not None:
+        row(
+            "1. pipeline, parallelism 1, JVM fast path vs every event through Python",
+            fast.steady_events_per_s if fast else None,
+            "events/s",
+            baseline=python.steady_events_per_s,
+            ratio=_ratio(fast.steady_events_per_s if fast else None, python.steady_events_per_s),
+            note="baseline: the same job with METERSTREAM_FLINK_FAST_PATH=false (as before "
+            "the fast path)",
+        )
     produce, api = results.produce, results.api
     api_figure = "2. ingest API accepted (1,000-event batches, acks=all)"
     api_target = ">= 100,000 and >= 0.5x raw produce"

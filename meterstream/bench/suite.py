@@ -61,6 +61,7 @@ class BenchOptions:
         return cls(
             records=20_000,
             parallelism=(1,),
+            python_baseline=False,
             fresh_rate=1_000.0,
             fresh_seconds=6.0,
             batch_records=10_000,
