@@ -21,6 +21,35 @@ from meterstream.config import Settings
 MAX_STORED_UPLOAD_REJECTIONS = 1_000
 
 
+#: Read filters: (column, operator, query parameter) of `usage_page` and `rejections_page`.
+Filters = tuple[tuple[str, str, str], ...]
+USAGE_FILTERS: Filters = (
+    ("account_id", "=", "account"),
+    ("meter", "=", "meter"),
+    ("period_start", ">=", "period_from"),
+    ("period_start", "<=", "period_to"),
+)
+REJECTION_FILTERS: Filters = (
+    ("reason_code", "=", "reason"),
+    ("arrived_at", ">=", "since"),
+    ("arrived_at", "<", "until"),
+)
+
+
+def _add_column_filters(
+    where: list[sql.Composable],
+    params: list[Any],
+    alias: str,
+    specs: Filters,
+    filters: dict[str, Any],
+) -> None:
+    """Append `alias.column op %s` for each filter that is set, and its value."""
+    for column, op, key in specs:
+        if filters.get(key) is not None:
+            where.append(sql.SQL(alias + ".{} " + op + " %s").format(sql.Identifier(column)))
+            params.append(filters[key])
+
+
 class Store:
     """A pool of async connections and the queries the API makes."""
 
@@ -261,15 +290,7 @@ class Store:
         """One page of `usage_aggregates` rows of `org_id`'s accounts, in key order."""
         where = [sql.SQL("u.account_id IN (SELECT account_id FROM accounts WHERE org_id = %s)")]
         params: list[Any] = [org_id]
-        for column, op, key in (
-            ("account_id", "=", "account"),
-            ("meter", "=", "meter"),
-            ("period_start", ">=", "period_from"),
-            ("period_start", "<=", "period_to"),
-        ):
-            if filters.get(key) is not None:
-                where.append(sql.SQL("u.{} " + op + " %s").format(sql.Identifier(column)))
-                params.append(filters[key])
+        _add_column_filters(where, params, "u", USAGE_FILTERS, filters)
         if after is not None:
             where.append(
                 sql.SQL(
@@ -298,14 +319,7 @@ class Store:
         if filters.get("account") is not None:
             where.append(sql.SQL("{} = %s").format(subject))
             params.append(filters["account"])
-        for column, op, key in (
-            ("reason_code", "=", "reason"),
-            ("arrived_at", ">=", "since"),
-            ("arrived_at", "<", "until"),
-        ):
-            if filters.get(key) is not None:
-                where.append(sql.SQL("r.{} " + op + " %s").format(sql.Identifier(column)))
-                params.append(filters[key])
+        _add_column_filters(where, params, "r", REJECTION_FILTERS, filters)
         if after is not None:
             where.append(
                 sql.SQL(
