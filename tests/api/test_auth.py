@@ -154,6 +154,26 @@ def test_reads_show_only_the_tokens_organisation(
     assert other_usage.status_code == other_rejections.status_code == 404
 
 
+def test_reads_filter_by_meter_period_reason_and_time(
+    auth_api: RunningApi, make_tenant: Callable[..., Tenant], stack: Settings
+) -> None:
+    tenant = make_tenant(1)
+    seed_rows(stack, tenant.accounts[0], 4)
+
+    with auth_api.client(tenant.tokens["read"]) as http:
+        periods = http.get(
+            "/v1/usage", params={"period_from": "2026-02-01", "period_to": "2026-03-01"}
+        ).json()["items"]
+        other_meter = http.get("/v1/usage", params={"meter": "llm_tokens"}).json()["items"]
+        by_reason = http.get("/v1/rejections", params={"reason": "UNKNOWN_METER"}).json()
+        other_reason = http.get("/v1/rejections", params={"reason": "MALFORMED_JSON"}).json()
+
+    assert [row["period_start"] for row in periods] == ["2026-02-01", "2026-03-01"]
+    assert other_meter == []
+    assert len(by_reason["items"]) == 4
+    assert other_reason["items"] == []
+
+
 def test_reads_paginate_with_cursors(
     auth_api: RunningApi, make_tenant: Callable[..., Tenant], stack: Settings
 ) -> None:
