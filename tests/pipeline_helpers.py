@@ -6,6 +6,9 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -13,9 +16,11 @@ from pathlib import Path
 import psycopg
 
 from meterstream.config import Settings
-from meterstream.flink.launch import JobOptions, start_job
+from meterstream.flink.launch import JobOptions, latest_checkpoint, start_job
+from meterstream.kafka_io import produce
 from meterstream.rules.oracle import Expected, TotalKey, expected_outcome
 from meterstream.rules.validate import Validator
+from meterstream.testing import Record
 
 #: A bounded test job that has not finished by then is stopped and the test fails.
 JOB_TIMEOUT_S = 300
@@ -36,6 +41,78 @@ def run_bounded_job(options: JobOptions, log: Path, timeout_s: float = JOB_TIMEO
     tail = log.read_text(errors="replace")[-5000:]
     assert code is not None, f"the job did not finish within {timeout_s} s:\n{tail}"
     assert code == 0, tail
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll `check` every 0.5 s; fail the test if it is not true within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    msg = f"timed out waiting for {what}"
+    raise AssertionError(msg)
+
+
+def alive(job: subprocess.Popen[bytes], log: Path) -> bool:
+    """True while the job runs; fails the test with the job's log if it has exited."""
+    assert job.poll() is None, f"the job exited early:\n{log.read_text()[-5000:]}"
+    return True
+
+
+def _kill(job: subprocess.Popen[bytes]) -> None:
+    if job.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(job.pid, signal.SIGKILL)
+        job.wait(timeout=30)
+
+
+def kill_mid_stream(
+    settings: Settings,
+    options: JobOptions,
+    log: Path,
+    rest: list[Record],
+    *,
+    started: Callable[[], bool],
+    what: str,
+) -> Path:
+    """Run the job until `started` and a checkpoint completed, then SIGKILL it while `rest` is
+    still being produced (200 records every 0.1 s). Returns its newest checkpoint."""
+    job = start_job(options, log=log)
+    try:
+        wait_for(lambda: alive(job, log) and started(), 180, what)
+        wait_for(lambda: latest_checkpoint(options.checkpoint_dir) is not None, 60, "a checkpoint")
+        producer = threading.Thread(
+            target=lambda: [
+                produce(settings, options.topic, rest[i : i + 200])
+                for i in range(0, len(rest), 200)
+                if not time.sleep(0.1)
+            ]
+        )
+        producer.start()
+        time.sleep(2.5)
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait(timeout=30)
+        producer.join(timeout=120)
+    finally:
+        _kill(job)
+    checkpoint = latest_checkpoint(options.checkpoint_dir)
+    assert checkpoint is not None
+    return checkpoint
+
+
+def run_restored_until(
+    options: JobOptions, log: Path, done: Callable[[], bool], what: str, settle_s: float = 5
+) -> None:
+    """Run the restored job until `done`, then `settle_s` more (a few checkpoints, in which
+    nothing more may change); it must still be running. Never leaves it running."""
+    job = start_job(options, log=log)
+    try:
+        wait_for(lambda: alive(job, log) and done(), 240, what)
+        time.sleep(settle_s)
+        assert job.poll() is None, log.read_text()[-5000:]
+    finally:
+        _kill(job)
 
 
 def totals_in_postgres(

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,13 +11,13 @@ import duckdb
 import pytest
 
 from meterstream.config import Settings
-from meterstream.flink.launch import JobOptions, latest_checkpoint, start_job
+from meterstream.flink.launch import JobOptions
 from meterstream.kafka_io import produce
 from meterstream.rules.reasons import Rejection
 from meterstream.rules.validate import Validator
 from meterstream.testing import generate
 from tests.archive.conftest import archived_count, archived_table
-from tests.e2e.test_restart import alive, wait_for
+from tests.pipeline_helpers import kill_mid_stream, run_restored_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.flink]
 
@@ -56,54 +53,23 @@ def test_archive_after_kill_and_restore_holds_every_accepted_event_exactly_once(
     )
     produce(stack, topics[0], first)
     log = job_dir / "job.log"
-    job = start_job(options, log=log)
-    try:
-        wait_for(lambda: alive(job, log) and archived_count(archive) > 0, 180, "archived files")
-        wait_for(lambda: latest_checkpoint(job_dir) is not None, 60, "a completed checkpoint")
-        producer = threading.Thread(
-            target=lambda: [
-                produce(stack, topics[0], second[i : i + 200])
-                for i in range(0, len(second), 200)
-                if not time.sleep(0.1)
-            ]
-        )
-        producer.start()
-        time.sleep(2.5)
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait(timeout=30)
-        producer.join(timeout=120)
-    finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGKILL)
+    checkpoint = kill_mid_stream(
+        stack,
+        options,
+        log,
+        second,
+        started=lambda: archived_count(archive) > 0,
+        what="archived files",
+    )
     # The kill left files of the unfinished checkpoint behind, hidden (".part-…").
     hidden = list(archive.rglob(".part-*"))
-    checkpoint = latest_checkpoint(job_dir)
-    assert checkpoint is not None
-
-    restored = start_job(
-        JobOptions(
-            topic=topics[0],
-            rejected_topic=topics[1],
-            group_id=f"g-{unique}",
-            checkpoint_dir=job_dir,
-            job_name=f"arc-{unique}-restored",
-            restore_from=str(checkpoint),
-            env=env,
-        ),
-        log=log,
+    run_restored_until(
+        replace(options, job_name=f"arc-{unique}-restored", restore_from=str(checkpoint)),
+        log,
+        lambda: archived_count(archive) >= accepted.total(),
+        f"{accepted.total()} archived events after the restore",
+        settle_s=4,
     )
-    try:
-        wait_for(
-            lambda: alive(restored, log) and archived_count(archive) >= accepted.total(),
-            240,
-            f"{accepted.total()} archived events after the restore",
-        )
-        time.sleep(4)  # a few more checkpoints: nothing more may appear
-        assert restored.poll() is None, log.read_text()[-5000:]
-    finally:
-        if restored.poll() is None:
-            os.killpg(restored.pid, signal.SIGKILL)
-            restored.wait(timeout=30)
 
     table = archived_table(archive)
     positions = Counter(

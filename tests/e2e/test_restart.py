@@ -2,40 +2,26 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import threading
-import time
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from meterstream.config import Settings
-from meterstream.flink.launch import JobOptions, latest_checkpoint, start_job
+from meterstream.flink.launch import JobOptions
 from meterstream.kafka_io import produce
 from meterstream.rules.validate import Validator
 from meterstream.testing import generate
-from tests.pipeline_helpers import oracle, rejections_in_postgres, totals_in_postgres
+from tests.pipeline_helpers import (
+    kill_mid_stream,
+    oracle,
+    rejections_in_postgres,
+    run_restored_until,
+    totals_in_postgres,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.flink]
-
-
-def wait_for(check, timeout_s: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    msg = f"timed out waiting for {what}"
-    raise AssertionError(msg)
-
-
-def alive(job: subprocess.Popen[bytes], log: Path) -> bool:
-    """True while the job runs; fails the test with the job's log if it has exited."""
-    assert job.poll() is None, f"the job exited early:\n{log.read_text()[-5000:]}"
-    return True
 
 
 def counted(settings: Settings, prefix: str) -> int:
@@ -64,67 +50,25 @@ def test_job_killed_mid_stream_and_restored_from_checkpoint_neither_loses_nor_do
         env={"METERSTREAM_FLINK_CHECKPOINT_INTERVAL_MS": "1000"},
     )
     log = job_dir / "job.log"
-    job = start_job(options, log=log)
-    try:
-        wait_for(
-            lambda: alive(job, log) and counted(stack, prefix) > 0,
-            180,
-            "first totals in PostgreSQL",
-        )
-        wait_for(lambda: latest_checkpoint(job_dir) is not None, 60, "a completed checkpoint")
-        # Keep producing while the job is killed: the crash lands mid-stream.
-        producer = threading.Thread(
-            target=lambda: [
-                produce(stack, topics[0], second[i : i + 200])
-                for i in range(0, len(second), 200)
-                if not time.sleep(0.1)
-            ]
-        )
-        producer.start()
-        time.sleep(2.5)
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait(timeout=30)
-        producer.join(timeout=120)
-    finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGKILL)
-
-    checkpoint = latest_checkpoint(job_dir)
-    assert checkpoint is not None
+    # Keep producing while the job is killed: the crash lands mid-stream.
+    checkpoint = kill_mid_stream(
+        stack, options, log, second, started=lambda: counted(stack, prefix) > 0, what="first totals"
+    )
     expected = oracle(stack, validator, [r.value for r in records])
     distinct = sum(n for _, n in expected.totals.values())
     # A restored Kafka split keeps the stopping offset it was checkpointed with (none), so the
     # restored job runs unbounded, as in production: wait until it has counted every distinct
     # event, let it run on for a few checkpoints, then compare exactly. Loss never reaches the
     # count; a double count overshoots it and fails the comparison.
-    restarted = start_job(
-        JobOptions(
-            topic=topics[0],
-            rejected_topic=topics[1],
-            group_id=f"g-{unique}",
-            checkpoint_dir=job_dir,
-            job_name=f"e2e-{unique}-restored",
-            restore_from=str(checkpoint),
-            env={"METERSTREAM_FLINK_CHECKPOINT_INTERVAL_MS": "1000"},
+    run_restored_until(
+        replace(options, job_name=f"e2e-{unique}-restored", restore_from=str(checkpoint)),
+        log,
+        lambda: (
+            counted(stack, prefix) >= distinct
+            and len(rejections_in_postgres(stack, topics[0])) >= len(expected.rejections)
         ),
-        log=log,
+        f"{distinct} distinct events after the restart",
     )
-    try:
-        wait_for(
-            lambda: (
-                alive(restarted, log)
-                and counted(stack, prefix) >= distinct
-                and len(rejections_in_postgres(stack, topics[0])) >= len(expected.rejections)
-            ),
-            240,
-            f"{distinct} distinct events after the restart",
-        )
-        time.sleep(5)
-        assert restarted.poll() is None, log.read_text()[-5000:]
-    finally:
-        if restarted.poll() is None:
-            os.killpg(restarted.pid, signal.SIGKILL)
-            restarted.wait(timeout=30)
 
     assert totals_in_postgres(stack, prefix) == expected.totals
     rejected = rejections_in_postgres(stack, topics[0])
