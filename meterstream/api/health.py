@@ -13,7 +13,7 @@ import time
 import urllib.request
 from typing import Annotated, Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from fastapi import APIRouter, Depends, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -51,6 +51,33 @@ def last_minute(consumer: Consumer, topic: str, partitions: list[int]) -> int:
     return total
 
 
+#: A broker that has just started answers "not coordinator" for a moment: retry that.
+COMMITTED_ATTEMPTS = 4
+TRANSIENT = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
+)
+
+
+def committed_offsets(consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+    """The group's committed offsets, retrying transient coordinator errors (for ~2 s)."""
+    for attempt in range(COMMITTED_ATTEMPTS):
+        try:
+            return consumer.committed(partitions, timeout=2)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            retriable = isinstance(error, KafkaError) and (
+                error.retriable() or error.code() in TRANSIENT
+            )
+            if not retriable or attempt == COMMITTED_ATTEMPTS - 1:
+                raise
+            time.sleep(0.5)
+    return []
+
+
 def kafka_report(settings: Settings) -> dict[str, Any]:
     """Broker reachability, the raw topic, the job's consumer lag, last-minute counts."""
     topics = settings.kafka.topics
@@ -70,8 +97,9 @@ def kafka_report(settings: Settings) -> dict[str, Any]:
         }
     )
     try:
-        committed = consumer.committed(
-            [TopicPartition(topics.raw, p) for p in raw_partitions], timeout=2
+        report["events_in_last_minute"] = last_minute(consumer, topics.raw, raw_partitions)
+        committed = committed_offsets(
+            consumer, [TopicPartition(topics.raw, p) for p in raw_partitions]
         )
         lag, known = 0, False
         for tp in committed:
@@ -80,7 +108,6 @@ def kafka_report(settings: Settings) -> dict[str, Any]:
                 known = True
                 lag += max(0, high - tp.offset)
         report["consumer_lag"] = lag if known else None
-        report["events_in_last_minute"] = last_minute(consumer, topics.raw, raw_partitions)
         if topics.rejected in metadata.topics:
             report["pipeline_rejected_last_minute"] = last_minute(
                 consumer, topics.rejected, sorted(metadata.topics[topics.rejected].partitions)

@@ -7,11 +7,13 @@ from datetime import date
 
 import httpx
 import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meterstream.api.auth import Principal, Scope, bearer, hash_secret, new_token, split_token
 from meterstream.api.errors import ApiError
+from meterstream.api.health import committed_offsets
 from meterstream.api.ratelimit import Limit, RateLimiter, TokenBucket, retry_after
 from meterstream.api.reads import REJECTION_KEY, USAGE_KEY, decode_cursor, encode_cursor
 from meterstream.client import ClientError, MeterstreamClient, make_event
@@ -197,3 +199,33 @@ def test_api_settings_env_overrides_and_problems_are_reported_together() -> None
     assert "api.max_page_size must be >= 1" in str(info.value)
     assert "tls_certfile and api.tls_keyfile must be set together" in str(info.value)
     assert "METERSTREAM_API_ACCOUNT_DAILY_EVENT_QUOTA" in env_names()
+
+
+# --- health --------------------------------------------------------------------------------
+
+
+class FlakyCoordinator:
+    """A consumer whose group coordinator is still loading for the first `failures` calls."""
+
+    def __init__(self, failures: int, code: int = KafkaError.NOT_COORDINATOR) -> None:
+        self.failures, self.code, self.calls = failures, code, 0
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise KafkaException(KafkaError(self.code))
+        return partitions
+
+
+def test_committed_offsets_ride_out_a_coordinator_that_is_still_loading() -> None:
+    consumer = FlakyCoordinator(failures=2)
+    asked = [TopicPartition("t", 0)]
+    assert committed_offsets(consumer, asked) == asked  # type: ignore[arg-type]
+    assert consumer.calls == 3
+
+
+def test_committed_offsets_give_up_on_other_errors_at_once() -> None:
+    consumer = FlakyCoordinator(failures=1, code=KafkaError.GROUP_AUTHORIZATION_FAILED)
+    with pytest.raises(KafkaException):
+        committed_offsets(consumer, [TopicPartition("t", 0)])  # type: ignore[arg-type]
+    assert consumer.calls == 1
