@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from pyflink.common import Row
 from pyflink.table import DataTypes
+from pyflink.table.types import BigIntType, DataType, DecimalType, IntType, VarCharType
 from pyflink.table.udf import (
     ScalarFunction,
     TableFunction,
@@ -48,20 +49,16 @@ CHECKED_EVENT = DataTypes.ROW(
 )
 
 
+def _sql_type(data_type: DataType) -> str:
+    """The Flink SQL name of one of CHECKED_EVENT's field types."""
+    if isinstance(data_type, DecimalType):
+        return f"DECIMAL({data_type.precision}, {data_type.scale})"
+    return {VarCharType: "STRING", IntType: "INT", BigIntType: "BIGINT"}[type(data_type)]
+
+
 #: CHECKED_EVENT in Flink SQL (the JVM fast path declares the same type).
 CHECKED_EVENT_SQL = "ROW<{}>".format(
-    ", ".join(
-        f"`{name}` {kind}"
-        for name, kind in zip(
-            CHECKED_EVENT.names,
-            ("STRING",) * 5
-            + ("INT", "BIGINT")
-            + ("STRING",) * 4
-            + ("BIGINT", "STRING")
-            + ("DECIMAL(38, 9)", "STRING", "STRING", "BIGINT"),
-            strict=True,
-        )
-    )
+    ", ".join(f"`{f.name}` {_sql_type(f.data_type)}" for f in CHECKED_EVENT.fields)
 )
 
 #: The fields after `meter`, all NULL for a rejected record.

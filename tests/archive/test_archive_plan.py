@@ -1,4 +1,4 @@
-"""The job's plan with the archive: one more sink, still one Python call per event."""
+"""The job's plan with the archive: one more sink, still one Python operator and one lookup."""
 
 from __future__ import annotations
 
@@ -7,12 +7,9 @@ from pathlib import Path
 import pytest
 
 from meterstream.config import Settings
-from meterstream.flink import tables
 from meterstream.flink.archive import archive_table_ddl
-from meterstream.flink.env import create_table_env
-from meterstream.flink.workflow import define_workflow
 from meterstream.meters.registry import MeterRegistry
-from meterstream.stack.jars import ensure_jars
+from tests.flink import plans
 
 pytestmark = pytest.mark.flink
 
@@ -21,27 +18,9 @@ pytestmark = pytest.mark.flink
 def optimized_plan(
     settings: Settings, registry: MeterRegistry, tmp_path_factory: pytest.TempPathFactory
 ) -> str:
-    ensure_jars(settings)
-    t_env = create_table_env(
-        settings, job_name="archive-plan-test", checkpoint_dir=tmp_path_factory.mktemp("ckpt")
+    return plans.optimized_plan(
+        settings, registry, tmp_path_factory.mktemp("archive-plan"), archive=True
     )
-    t_env.execute_sql(tables.kafka_raw_events_ddl(settings))
-    t_env.execute_sql(tables.jdbc_usage_aggregates_ddl(settings))
-    t_env.execute_sql(tables.jdbc_rejected_events_ddl(settings))
-    t_env.execute_sql(tables.kafka_rejected_events_ddl(settings))
-    t_env.execute_sql(tables.jdbc_late_events_ddl(settings))
-    t_env.execute_sql(tables.jdbc_time_zones_ddl(settings))
-    t_env.execute_sql(archive_table_ddl(tmp_path_factory.mktemp("archive")))
-    statements = define_workflow(
-        t_env,
-        registry,
-        settings,
-        source="raw_events",
-        sinks=tables.SinkTables(archive="archived_events"),
-        time_zones="account_time_zones",
-    )
-    plan = statements.explain()
-    return plan[plan.index("== Optimized Execution Plan ==") :]
 
 
 def test_archive_adds_a_filesystem_sink_and_no_second_check_or_lookup(optimized_plan: str) -> None:

@@ -8,39 +8,15 @@ from pathlib import Path
 import pytest
 
 from meterstream.config import Settings
-from meterstream.flink import tables
-from meterstream.flink.env import create_table_env
-from meterstream.flink.workflow import define_workflow
 from meterstream.meters.registry import MeterRegistry
-from meterstream.stack.jars import ensure_jars
+from tests.flink import plans
 
 pytestmark = pytest.mark.flink
 
 
 @pytest.fixture(scope="module")
 def optimized_plan(settings: Settings, registry: MeterRegistry, tmp_path_factory) -> str:  # noqa: ANN001
-    return _optimized_plan(settings, registry, tmp_path_factory.mktemp("ckpt"))
-
-
-def _optimized_plan(settings: Settings, registry: MeterRegistry, checkpoints: Path) -> str:
-    ensure_jars(settings)
-    t_env = create_table_env(settings, job_name="plan-test", checkpoint_dir=checkpoints)
-    t_env.execute_sql(tables.kafka_raw_events_ddl(settings))
-    t_env.execute_sql(tables.jdbc_usage_aggregates_ddl(settings))
-    t_env.execute_sql(tables.jdbc_rejected_events_ddl(settings))
-    t_env.execute_sql(tables.kafka_rejected_events_ddl(settings))
-    t_env.execute_sql(tables.jdbc_late_events_ddl(settings))
-    t_env.execute_sql(tables.jdbc_time_zones_ddl(settings))
-    statements = define_workflow(
-        t_env,
-        registry,
-        settings,
-        source="raw_events",
-        sinks=tables.SinkTables(),
-        time_zones="account_time_zones",
-    )
-    plan = statements.explain()
-    return plan[plan.index("== Optimized Execution Plan ==") :]
+    return plans.optimized_plan(settings, registry, tmp_path_factory.mktemp("plan"))
 
 
 def test_workflow_calls_python_in_one_operator_for_all_branches(optimized_plan: str) -> None:
@@ -62,7 +38,7 @@ def test_workflow_without_the_fast_path_checks_every_record_in_python_once(
     from dataclasses import replace  # noqa: PLC0415
 
     python_only = replace(settings, flink=replace(settings.flink, fast_path=False))
-    plan = _optimized_plan(python_only, registry, tmp_path)
+    plan = plans.optimized_plan(python_only, registry, tmp_path)
     assert plan.count("PythonCalc(") == 1
     assert "fast_check_event" not in plan
 

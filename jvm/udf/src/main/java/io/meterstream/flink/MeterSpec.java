@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashMap;
 import java.util.Iterator;
 import java.util.List;
@@ -34,6 +35,7 @@ final class MeterSpec {
     final String meter;
     final String aggregation;
     final String valueField;
+    /** Sorted, as the canonical JSON of the segment orders its keys. */
     final String[] groupBy;
     final boolean eventIdKey;
     final boolean sunset;
@@ -45,6 +47,7 @@ final class MeterSpec {
       JsonNode value = spec.get("value_field");
       this.valueField = value == null || value.isNull() ? null : value.textValue();
       this.groupBy = texts(spec.get("group_by"));
+      Arrays.sort(this.groupBy);
       this.eventIdKey = spec.get("event_id_key").booleanValue();
       this.sunset = spec.get("sunset").booleanValue();
       List<Field> rules = new ArrayList<>();
