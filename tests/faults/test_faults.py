@@ -9,6 +9,8 @@ topic) must hold each rejected record exactly once.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -30,8 +32,18 @@ def events_with_retries(job: Pipeline, n: int, retry_fraction: float = 0.05) -> 
     return records
 
 
-def tail(job: Pipeline) -> None:
-    """A few new events after the fault: the check then also covers the job's replay."""
+@contextmanager
+def while_events_flow(
+    job: Pipeline, variant: Variant, first_fault_after: tuple[float, float] = (1.0, 3.0)
+) -> Iterator[None]:
+    """Stream events (with retries) through the running job and inject the block's fault
+    mid-stream, after a random pause; then wait for the stream and send a few new events, so
+    that the check also covers the job's replay."""
+    job.ensure_job()
+    stream = job.stream(events_with_retries(job, variant.events_per_phase))
+    time.sleep(job.rng.uniform(*first_fault_after))
+    yield
+    job.join(stream)
     job.produce(job.new_events(20))
 
 
@@ -54,27 +66,27 @@ def test_taskmanager_killed_at_random_points_mid_stream(
     pipeline: Pipeline, variant: Variant
 ) -> None:
     job = pipeline
-    job.ensure_job()
-    stream = job.stream(events_with_retries(job, variant.events_per_phase))
-    for _ in range(variant.taskmanager_kills):
-        time.sleep(job.rng.uniform(0.5, 4.0))
-        job.wait_running()
-        running_on = flink.job_taskmanagers(job.settings, job.job_id)
-        pids = {flink.taskmanager_pid(job.settings, tm) for tm in running_on} - {None}
-        assert pids, f"no TaskManager process found for {running_on}"
-        restarts = job.restarts()
-        for pid in pids:
-            flink.kill_taskmanager(job.settings, pid)  # type: ignore[arg-type]
-            job.stats.fault("taskmanager-kill-9", f"pid {pid}, job {job.job_id}")
-        # A replacement joins; the job fails over to the TaskManager that survived.
-        for _ in pids:
-            flink.start_taskmanager(job.settings)
-        wait_for(
-            lambda before=restarts: job.restarts() > before, 120, "the cluster to restart the job"
-        )
-        job.wait_running()
-    job.join(stream)
-    tail(job)
+    with while_events_flow(job, variant, first_fault_after=(0.5, 4.0)):
+        for kill in range(variant.taskmanager_kills):
+            if kill:
+                time.sleep(job.rng.uniform(0.5, 4.0))
+            job.wait_running()
+            running_on = flink.job_taskmanagers(job.settings, job.job_id)
+            pids = {flink.taskmanager_pid(job.settings, tm) for tm in running_on} - {None}
+            assert pids, f"no TaskManager process found for {running_on}"
+            restarts = job.restarts()
+            for pid in pids:
+                flink.kill_taskmanager(job.settings, pid)  # type: ignore[arg-type]
+                job.stats.fault("taskmanager-kill-9", f"pid {pid}, job {job.job_id}")
+            # A replacement joins; the job fails over to the TaskManager that survived.
+            for _ in pids:
+                flink.start_taskmanager(job.settings)
+            wait_for(
+                lambda before=restarts: job.restarts() > before,
+                120,
+                "the cluster to restart the job",
+            )
+            job.wait_running()
     job.check(f"TaskManager killed x{variant.taskmanager_kills}")
 
 
@@ -82,72 +94,58 @@ def test_job_cancelled_and_resubmitted_from_its_latest_checkpoint(
     pipeline: Pipeline, variant: Variant
 ) -> None:
     job = pipeline
-    job.ensure_job()
-    stream = job.stream(events_with_retries(job, variant.events_per_phase))
-    time.sleep(job.rng.uniform(1.0, 4.0))
-    flink.cancel(job.settings, job.job_id)
-    job.stats.fault("cancel-without-savepoint", f"job {job.job_id}")
-    wait_for(lambda: flink.job_state(job.settings, job.job_id) == "CANCELED", 60, "the cancel")
-    checkpoint = job.latest_checkpoint()
-    job.submit("--restore-from", str(checkpoint))
-    job.join(stream)
-    tail(job)
+    with while_events_flow(job, variant, first_fault_after=(1.0, 4.0)):
+        flink.cancel(job.settings, job.job_id)
+        job.stats.fault("cancel-without-savepoint", f"job {job.job_id}")
+        wait_for(lambda: flink.job_state(job.settings, job.job_id) == "CANCELED", 60, "the cancel")
+        checkpoint = job.latest_checkpoint()
+        job.submit("--restore-from", str(checkpoint))
     job.check(f"cancelled, resubmitted from {checkpoint.parent.name[:8]}/{checkpoint.name}")
 
 
 def test_postgres_down_mid_stream(pipeline: Pipeline, variant: Variant) -> None:
     job = pipeline
-    job.ensure_job()
-    stream = job.stream(events_with_retries(job, variant.events_per_phase))
-    time.sleep(job.rng.uniform(1.0, 3.0))
-    try:
-        postgres.stop(job.settings)
-        job.stats.fault("postgres-down", f"{variant.postgres_outage_s:.0f}s")
-        time.sleep(variant.postgres_outage_s)
-    finally:
-        postgres.start(job.settings)
-    job.resume("PostgreSQL down")
-    job.join(stream)
-    tail(job)
+    with while_events_flow(job, variant):
+        try:
+            postgres.stop(job.settings)
+            job.stats.fault("postgres-down", f"{variant.postgres_outage_s:.0f}s")
+            time.sleep(variant.postgres_outage_s)
+        finally:
+            postgres.start(job.settings)
+        job.resume("PostgreSQL down")
     job.check(f"PostgreSQL down {variant.postgres_outage_s:.0f}s")
 
 
 def test_kafka_broker_restarted_mid_stream(pipeline: Pipeline, variant: Variant) -> None:
     job = pipeline
-    job.ensure_job()
-    stream = job.stream(events_with_retries(job, variant.events_per_phase))
     ways = ["clean", "kill-9"] if variant.kafka_hard_kill else ["clean"]
-    for way in ways:
-        time.sleep(job.rng.uniform(1.0, 3.0))
-        try:
-            if way == "clean":
-                kafka.stop(job.settings)
-            else:
-                kafka.service(job.settings).kill()
-            job.stats.fault(f"kafka-restart-{way}")
-            time.sleep(5)
-        finally:
-            kafka.start(job.settings)
-        job.resume(f"Kafka restart ({way})")
-    job.join(stream)
-    tail(job)
+    with while_events_flow(job, variant):
+        for n, way in enumerate(ways):
+            if n:
+                time.sleep(job.rng.uniform(1.0, 3.0))
+            try:
+                if way == "clean":
+                    kafka.stop(job.settings)
+                else:
+                    kafka.service(job.settings).kill()
+                job.stats.fault(f"kafka-restart-{way}")
+                time.sleep(5)
+            finally:
+                kafka.start(job.settings)
+            job.resume(f"Kafka restart ({way})")
     job.check(f"Kafka broker restarted ({', '.join(ways)})")
 
 
 def test_upgrade_with_a_savepoint_while_events_flow(pipeline: Pipeline, variant: Variant) -> None:
     job = pipeline
-    job.ensure_job()
-    stream = job.stream(events_with_retries(job, variant.events_per_phase))
-    time.sleep(job.rng.uniform(1.0, 3.0))
-    old = job.job_id
-    output = job.cli("upgrade", *job.job_options())  # finds the live job by its name
-    job.stats.fault("upgrade-with-savepoint", f"job {old}")
-    job.job_id = job.job_id_in(output)
-    assert job.job_id != old
-    assert flink.job_state(job.settings, old) == "FINISHED"
-    job.wait_running()
-    job.join(stream)
-    tail(job)
+    with while_events_flow(job, variant):
+        old = job.job_id
+        output = job.cli("upgrade", *job.job_options())  # finds the live job by its name
+        job.stats.fault("upgrade-with-savepoint", f"job {old}")
+        job.job_id = job.job_id_in(output)
+        assert job.job_id != old
+        assert flink.job_state(job.settings, old) == "FINISHED"
+        job.wait_running()
     savepoint = output.split("savepoint: ", 1)[1].split()[0].rsplit("/", 1)[-1]
     job.check(f"upgraded through {savepoint}")
 
@@ -159,5 +157,5 @@ def test_producers_retrying_everything_again_count_nothing_twice(pipeline: Pipel
     job.rng.shuffle(again)
     job.stats.fault("producer-retries-all", f"{len(again)} records re-sent")
     job.produce(again)
-    tail(job)
+    job.produce(job.new_events(20))
     job.check("every record sent again")
