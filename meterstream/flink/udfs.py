@@ -124,6 +124,11 @@ class CheckEvent(ScalarFunction):
 #: The JVM fast path of `check_event` (jvm/udf): the same row for the events it recognises as
 #: accepted, NULL for every other record, which then goes to `check_event`.
 FAST_CHECK_EVENT_CLASS = "io.meterstream.flink.FastCheckEvent"
+#: The billing-period functions (jvm/udf), by their SQL names: rules/periods.py in the JVM.
+PERIOD_FUNCTIONS = {
+    "billing_period_start": "io.meterstream.flink.BillingPeriodStart",
+    "arrived_too_late": "io.meterstream.flink.ArrivedTooLate",
+}
 
 
 def fast_path_spec(registry: MeterRegistry) -> str:

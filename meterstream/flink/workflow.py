@@ -19,6 +19,7 @@ from meterstream.flink.udfs import (
     CHECKED_EVENT,
     CHECKED_EVENT_SQL,
     FAST_CHECK_EVENT_CLASS,
+    PERIOD_FUNCTIONS,
     check_event_rows_udtf,
     check_event_udf,
     fast_path_spec,
@@ -87,23 +88,17 @@ SELECT *, 'UTC' AS time_zone FROM validated_events
 
 # The period is the local calendar month of the event time. An event is too late when it
 # reached Kafka (the broker's append time, so a replay decides the same) after the period's
-# end plus the allowed lateness; rules/periods.py is the same rule in Python.
+# end plus the allowed lateness. Both are JVM functions (jvm/udf: BillingPeriodStart,
+# ArrivedTooLate); rules/periods.py is the same rule in Python, and tests/flink/test_periods_jvm.py
+# holds them to the same answers.
 ACCEPTED_EVENTS = """
 CREATE TEMPORARY VIEW accepted_events AS
 SELECT event_id, account_id, meter, aggregation, event_time_ms, event_time,
-       CAST(CONCAT(local_month, '-01') AS DATE) AS period_start, dimensions, quantity,
+       billing_period_start(event_time_ms, time_zone) AS period_start, dimensions, quantity,
        unique_value, dedup_key, fingerprint, source_topic, source_partition, source_offset,
        payload, arrived_at, proc_time, time_zone,
-       CAST(arrived_at AS TIMESTAMP(3)) > TIMESTAMPADD(HOUR, {lateness_hours}, TO_TIMESTAMP(
-         CONVERT_TZ(DATE_FORMAT(TIMESTAMPADD(MONTH, 1,
-                                             TO_TIMESTAMP(CONCAT(local_month, '-01 00:00:00'))),
-                                'yyyy-MM-dd HH:mm:ss'),
-                    time_zone, 'UTC'))) AS too_late
-FROM (
-  SELECT *, SUBSTR(CONVERT_TZ(DATE_FORMAT(event_time, 'yyyy-MM-dd HH:mm:ss'), 'UTC', time_zone),
-                   1, 7) AS local_month
-  FROM zoned_events
-)
+       arrived_too_late(event_time_ms, time_zone, arrived_at, {lateness_hours}) AS too_late
+FROM zoned_events
 """
 
 # Number each arrival of an (account, idempotency key) and remember the first one's content
@@ -181,6 +176,8 @@ def define_workflow(
     is billed in UTC.
     """
     t_env.create_temporary_system_function("check_event", check_event_udf(registry))
+    for name, java_class in PERIOD_FUNCTIONS.items():
+        t_env.create_java_temporary_system_function(name, java_class)
     if settings.flink.fast_path:
         t_env.create_java_temporary_system_function("fast_check_event", FAST_CHECK_EVENT_CLASS)
         spec = fast_path_spec(registry).replace("'", "''")
