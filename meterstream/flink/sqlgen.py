@@ -22,7 +22,12 @@ FIGURES: dict[Aggregation, str] = {
         "event_time_ms AS STRING), 15, '0'), '|', CAST(quantity AS STRING)) END), '|', 1) "
         "AS DECIMAL(38, 9))"
     ),
-    Aggregation.UNIQUE_COUNT: "CAST(COUNT(DISTINCT unique_value) AS DECIMAL(38, 9))",
+    # The filter keeps the other meters' rows (unique_value NULL) out of the distinct map
+    # state: without it, every group's merge read that state for the NULL key (measured).
+    Aggregation.UNIQUE_COUNT: (
+        "CAST(COUNT(DISTINCT unique_value) FILTER (WHERE unique_value IS NOT NULL)"
+        " AS DECIMAL(38, 9))"
+    ),
 }
 
 

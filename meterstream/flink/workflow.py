@@ -29,7 +29,8 @@ from meterstream.meters.registry import MeterRegistry
 CHECKED_EVENTS = """
 CREATE TEMPORARY VIEW checked_events AS
 SELECT payload, arrived_at,
-       check_event(payload, kafka_topic, kafka_partition, kafka_offset, arrived_at) AS c
+       check_event(payload, kafka_topic, kafka_partition, kafka_offset, arrived_at) AS c,
+       TRUE AS by_python
 FROM {source}
 """
 
@@ -50,11 +51,11 @@ FROM {source}
 
 FAST_OR_PYTHON_CHECKED_EVENTS = """
 CREATE TEMPORARY VIEW checked_events AS
-SELECT payload, arrived_at, fast AS c
+SELECT payload, arrived_at, fast AS c, FALSE AS by_python
 FROM fast_checked_events
 WHERE fast IS NOT NULL
 UNION ALL
-SELECT payload, arrived_at, CAST(ROW({fields}) AS {row_type}) AS c
+SELECT payload, arrived_at, CAST(ROW({fields}) AS {row_type}) AS c, TRUE AS by_python
 FROM (SELECT * FROM fast_checked_events WHERE fast IS NULL) AS undecided,
      LATERAL TABLE(check_event_rows(payload, kafka_topic, kafka_partition, kafka_offset,
                                     arrived_at)) AS t({names})
@@ -134,6 +135,10 @@ WHERE arrival = 1 AND too_late
 """
 
 # The validation log: rejections (errors), accepted-with-warning events, and conflicts.
+# Only the Python rules reject or warn (the JVM fast path answers only for events accepted
+# without a warning). Saying so (`by_python`) lets the planner drop the fast path's rows
+# from these branches: they then have one consumer and are not copied for two that
+# would drop them.
 VALIDATION_LOG = """
 CREATE TEMPORARY VIEW validation_log AS
 SELECT c.source_topic AS source_topic, c.source_partition AS source_partition,
@@ -142,13 +147,13 @@ SELECT c.source_topic AS source_topic, c.source_partition AS source_partition,
        c.event_id AS event_id, payload AS raw_payload,
        CAST(arrived_at AS TIMESTAMP(3)) AS arrived_at
 FROM checked_events
-WHERE c.reason IS NOT NULL
+WHERE by_python AND c.reason IS NOT NULL
 UNION ALL
 SELECT c.source_topic, c.source_partition, c.source_offset, c.warning, 'warning',
        c.warning_detail, c.account_id, c.meter, c.event_id, payload,
        CAST(arrived_at AS TIMESTAMP(3))
 FROM checked_events
-WHERE c.reason IS NULL AND c.warning IS NOT NULL
+WHERE by_python AND c.reason IS NULL AND c.warning IS NOT NULL
 UNION ALL
 SELECT source_topic, source_partition, source_offset, 'DUPLICATE_ID_CONFLICT', 'error',
        CONCAT('repeats the idempotency key ', dedup_key,

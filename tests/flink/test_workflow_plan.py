@@ -60,6 +60,26 @@ def test_workflow_aggregates_per_account_meter_period_and_segment_in_two_phases(
     assert f"GlobalGroupAggregate({group}" in optimized_plan
 
 
+def test_workflow_counts_unique_values_without_touching_distinct_state_for_other_meters(
+    optimized_plan: str,
+) -> None:
+    assert "COUNT(distinct$0 unique_value) FILTER" in optimized_plan
+
+
+def test_workflow_reads_rejections_and_warnings_only_from_pythons_rows(optimized_plan: str) -> None:
+    # The fast path answers only for events accepted without a warning: its rows must reach
+    # the dedup branch alone, not also two log branches that would copy and drop them.
+    log = optimized_plan.split("Union(all=[true], union=[source_topic", 1)[1].split("Sink(", 1)[0]
+    assert "reason_code" in log
+    assert "fast" not in log
+
+
+def test_workflow_computes_periods_in_the_jvm_functions(optimized_plan: str) -> None:
+    assert "billing_period_start(" in optimized_plan
+    assert "arrived_too_late(" in optimized_plan
+    assert "CONVERT_TZ" not in optimized_plan
+
+
 def test_workflow_writes_figures_without_an_upsert_materializer(optimized_plan: str) -> None:
     # The group key equals the table's primary key: no extra state-keeping sink operator.
     assert "upsertMaterialize=[true]" not in optimized_plan
@@ -88,3 +108,4 @@ def test_flink_configuration_pins_exactly_once_rocksdb_and_35_day_dedup(
     assert conf["state.backend.type"] == "rocksdb"
     assert conf["table.exec.state.ttl"] == "35 d"
     assert conf["python.execution-mode"] == "thread"
+    assert conf["state.backend.rocksdb.memory.partitioned-index-filters"] == "true"
