@@ -82,6 +82,10 @@ def archive_options(archive_dir: Path, *, commit_delay: str = "1 d") -> dict[str
         "format": "parquet",
         # ZSTD: the JSON payloads compress ~5x; DuckDB, Snowflake and BigQuery all read it.
         "parquet.compression": "ZSTD",
+        # No dictionaries: most columns (ids, payloads, times) are unique per event, so the
+        # writer built and dropped a dictionary per page. ZSTD alone gives the same size
+        # (148.2 vs 148.1 MB for 1.2 M events), and the job ran ~2% faster in two A/B pairs.
+        "parquet.enable.dictionary": "false",
         # Parquet format v1 pages: Snowflake reads only files written by the v1 writer.
         "parquet.writer.version": "v1",
         # INT64 millisecond timestamps (not the deprecated INT96), converted in UTC whatever
