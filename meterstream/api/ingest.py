@@ -178,8 +178,21 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _reject(checked: Checked, code: ReasonCode, detail: str) -> Checked:
-    return Checked(checked.index, checked.raw, Rejection(code, detail))
+def not_in_organisation(account: str, org_id: str) -> Rejection:
+    """The rejection of an event for an account of another organisation."""
+    return Rejection(
+        ReasonCode.ACCOUNT_NOT_IN_ORGANISATION,
+        f"account {account!r} is not an account of organisation {org_id!r}",
+    )
+
+
+def over_quota(account: str) -> Rejection:
+    """The rejection of an event beyond its account's daily quota."""
+    return Rejection(ReasonCode.QUOTA_EXCEEDED, f"account {account!r} used its daily event quota")
+
+
+def _reject(checked: Checked, rejection: Rejection) -> Checked:
+    return Checked(checked.index, checked.raw, rejection)
 
 
 async def apply_tenancy_and_limits(
@@ -194,11 +207,7 @@ async def apply_tenancy_and_limits(
     strangers = per_account.keys() - owned
     if strangers:
         checked = [
-            _reject(
-                c,
-                ReasonCode.ACCOUNT_NOT_IN_ORGANISATION,
-                f"account {c.result.account_id!r} is not an account of organisation {org_id!r}",
-            )
+            _reject(c, not_in_organisation(c.result.account_id, org_id))
             if isinstance(c.result, Accepted) and c.result.account_id in strangers
             else c
             for c in checked
@@ -231,13 +240,7 @@ async def apply_tenancy_and_limits(
         if isinstance(c.result, Accepted):
             account = c.result.account_id
             if left.get(account, 0) <= 0:
-                out.append(
-                    _reject(
-                        c,
-                        ReasonCode.QUOTA_EXCEEDED,
-                        f"account {account!r} used its daily event quota",
-                    )
-                )
+                out.append(_reject(c, over_quota(account)))
                 continue
             left[account] -= 1
         out.append(c)

@@ -27,10 +27,15 @@ from starlette.responses import JSONResponse
 from meterstream.api.auth import Principal, Scope
 from meterstream.api.context import ApiContext, authorize, context
 from meterstream.api.errors import ApiError, ErrorCode
-from meterstream.api.ingest import Accepted, check_envelopes, media_type
+from meterstream.api.ingest import (
+    Accepted,
+    check_envelopes,
+    media_type,
+    not_in_organisation,
+    over_quota,
+)
 from meterstream.api.parsing import Format, Piece, new_splitter
 from meterstream.api.producer import Delivery
-from meterstream.rules.reasons import ReasonCode, Rejection
 
 router = APIRouter(tags=["uploads"])
 
@@ -109,16 +114,9 @@ class UploadRun:
             result = c.result
             if isinstance(result, Accepted):
                 if result.account_id not in owned:
-                    result = Rejection(
-                        ReasonCode.ACCOUNT_NOT_IN_ORGANISATION,
-                        f"account {result.account_id!r} is not an account of organisation "
-                        f"{self.principal.org_id!r}",
-                    )
+                    result = not_in_organisation(result.account_id, self.principal.org_id)
                 elif self.allowance.get(result.account_id, 0) <= 0:
-                    result = Rejection(
-                        ReasonCode.QUOTA_EXCEEDED,
-                        f"account {result.account_id!r} used its daily event quota",
-                    )
+                    result = over_quota(result.account_id)
                 else:
                     self.allowance[result.account_id] -= 1
                     self.accepted[result.account_id] += 1
