@@ -34,7 +34,9 @@ def main(records: int = 200_000, rounds: int = 3) -> None:
             f"round {round_}: produce {produce.batch_events_per_s:,.0f}/s "
             f"(p50 {produce.batch_p50_ms:.1f} ms), api {rate:,.0f}/s "
             f"(p50 {api.p50_ms or 0:.1f} ms, p99 {api.p99_ms or 0:.1f} ms), "
-            f"ratio {rate / produce.batch_events_per_s:.2f}; {api.status} {api.detail[:120]}",
+            f"ratio {rate / produce.batch_events_per_s:.2f}; CPU ms/request "
+            + ", ".join(f"{k} {v:.1f}" for k, v in api.cpu_ms_per_request.items())
+            + f"; {api.status} {api.detail[:120]}",
             flush=True,
         )
 

@@ -54,6 +54,13 @@ def _run(results: BenchResults, job: str, parallelism: int) -> Throughput | None
     )
 
 
+def _cpu_note(cpu_ms: dict[str, float]) -> str:
+    """'CPU per request: server 7.4 ms, ...; ' or nothing when not measured."""
+    if not cpu_ms:
+        return ""
+    return "CPU per request: " + ", ".join(f"{k} {v:.1f} ms" for k, v in cpu_ms.items()) + "; "
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a and b else None
 
@@ -156,6 +163,7 @@ def headline(results: BenchResults) -> list[dict[str, Any]]:  # noqa: PLR0915 - 
             met=api.events_per_s >= TARGETS["api_events_per_s"]
             and (ratio or 0) >= TARGETS["api_vs_produce"],
             note=f"request latency p50 {api.p50_ms or 0:.0f} ms, p99 {api.p99_ms or 0:.0f} ms; "
+            + _cpu_note(api.cpu_ms_per_request)
             + api.detail,
         )
     if produce:

@@ -37,4 +37,6 @@ def test_bench_smoke_runs_every_phase_and_writes_table_json_and_plot(
     assert any(f.startswith("4. dedup state") and r["measured"] for f, r in figures.items())
     assert any(f.startswith("4. recovery") and r["measured"] for f, r in figures.items())
     assert data["workload"]["records"] == options.records
+    assert data["api"]["status"] == "measured"
+    assert {"server", "clients"} <= data["api"]["cpu_ms_per_request"].keys()
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
