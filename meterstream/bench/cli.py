@@ -32,6 +32,10 @@ def bench(
     ] = None,
     live: Annotated[bool, typer.Option(help="run the state, freshness and recovery phase")] = True,
     recovery: Annotated[bool, typer.Option(help="kill the live job and time its restore")] = True,
+    cluster_recovery: Annotated[
+        bool,
+        typer.Option(help="start a standalone cluster, kill the job's TaskManager, time it"),
+    ] = True,
     python_baseline: Annotated[
         bool, typer.Option(help="also run the pipeline with every event through Python (p=1)")
     ] = True,
@@ -57,6 +61,7 @@ def bench(
     base = BenchOptions.smoke() if smoke else BenchOptions()
     changes: dict[str, object] = {"seed": seed, "live": live, "recovery": recovery}
     changes["python_baseline"] = python_baseline
+    changes["cluster_recovery"] = cluster_recovery
     changes["keep_topics"] = keep_topics
     for name, value in (
         ("records", records),

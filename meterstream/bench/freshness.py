@@ -64,6 +64,8 @@ class PacedProducer:
     probe_data: dict[str, Any]
     sent: int = 0
     probes_sent: int = 0
+    #: (account, wall-clock time) of every probe, in the order sent.
+    probe_log: list[tuple[str, float]] = field(default_factory=list)
     rate_samples: list[tuple[float, int]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -105,6 +107,7 @@ class PacedProducer:
                 account = f"{self.probe_prefix}-{self.probes_sent:06d}"
                 probe = probe_record(account, self.probe_meter, self.probe_data, datetime.now(UTC))
                 producer.produce(self.topic, probe.value, key=probe.key)
+                self.probe_log.append((account, time.time()))
                 self.probes_sent += 1
                 next_probe += PROBE_INTERVAL_S
             producer.poll(0)
@@ -174,6 +177,45 @@ def percentile(values: list[float], q: float) -> float | None:
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[max(0, min(98, round(q) - 1))]
+
+
+def live_again_at(
+    sent: list[tuple[str, float]],
+    seen: dict[str, Probe],
+    *,
+    since: float,
+    limit_s: float,
+    settle_s: float,
+    now: float,
+) -> float | None:
+    """When the pipeline was live again for good after `since`; None if not yet known.
+
+    A probe sent after `since` is late when it became visible more than `limit_s` after it
+    reached Kafka, or is still not visible `limit_s` after it was sent. The answer is the
+    moment the first probe after the last late one became visible, once the probes of the
+    `settle_s` after it were all on time: a lagging partition keeps it from counting early.
+
+    >>> seen = {"a": Probe("a", 10.0, 10.0, 13.0), "b": Probe("b", 11.0, 11.0, 12.5)}
+    >>> live_again_at([("a", 10.0), ("b", 11.0)], seen, since=9.0, limit_s=2.0,
+    ...               settle_s=5.0, now=16.5)
+    12.5
+    >>> live_again_at([("a", 10.0), ("b", 11.0)], seen, since=9.0, limit_s=2.0,
+    ...               settle_s=5.0, now=15.0) is None
+    True
+    """
+    after = [(account, at) for account, at in sent if at >= since]
+    late = -1
+    for index, (account, at) in enumerate(after):
+        probe = seen.get(account)
+        if (probe.freshness_s if probe else now - at) > limit_s:
+            late = index
+    if late + 1 >= len(after):
+        return None
+    account, at = after[late + 1]
+    first = seen.get(account)
+    if first is None or now - at < settle_s:
+        return None
+    return first.visible_at
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,17 +100,23 @@ def checkpoint_history(run: JobRun, since_ms: float, until_ms: float) -> list[di
 
 @dataclass(frozen=True, slots=True)
 class Recovery:
-    """A SIGKILL of the job under a fixed input rate, and its restart from the last checkpoint.
+    """A SIGKILL under a fixed input rate, and the restart from the last checkpoint.
 
     Attributes:
         restored_checkpoint: the checkpoint the restarted job resumed from.
-        to_running_s: kill -> the restarted job is RUNNING (JVM start, submission, restore).
+        to_running_s: kill -> the restarted job is RUNNING (local: JVM start, submission,
+            restore; cluster: failure detected, tasks deployed on a TaskManager).
         to_caught_up_s: kill -> the first probe that arrived after the kill and was visible
-            in PostgreSQL within `fresh_s`, or the restored job's lag back to `lag_before_kill`
-            (the pipeline is live again, backlog included); None if not within `waited_s`.
+            in PostgreSQL within `fresh_s`, or the restored job's lag back to `lag_before_kill`;
+            None if not within `waited_s`. Lenient: one partition may still lag.
         max_lag: the most records waiting in Kafka after the restart.
         lag_before_kill: records waiting in Kafka just before the kill.
         waited_s: how long the bench waited for the job to catch up.
+        live_again_s: kill -> live again for good (`freshness.live_again_at`): from then on
+            every probe was visible within `fresh_s`. The figure judged against the target.
+        where: "local" (the job's own process killed) or "cluster" (its TaskManager killed).
+        detail: how it was done, or why it was not measured.
+        measured: False when the bench could not measure it (`detail` says why).
     """
 
     restored_checkpoint: str | None
@@ -120,3 +126,12 @@ class Recovery:
     max_lag: int | None
     lag_before_kill: int | None = None
     waited_s: float | None = None
+    live_again_s: float | None = None
+    where: str = "local"
+    detail: str = ""
+    measured: bool = True
+
+    @classmethod
+    def not_measured(cls, where: str, why: str) -> Recovery:
+        """A recovery that could not be measured, and why."""
+        return cls(None, None, None, 0.0, None, where=where, detail=why, measured=False)

@@ -584,6 +584,40 @@ def completed_checkpoints(settings: Settings, job_id: str, address: str | None =
     return int(found.get("counts", {}).get("completed", 0))
 
 
+def job_restarts(settings: Settings, job_id: str, address: str | None = None) -> int:
+    """How often the cluster restarted the job after failures (its `numRestarts` metric).
+
+    The REST endpoint serves metrics from a cache that may be ~10 s old.
+    """
+    found = _get(settings, f"/jobs/{job_id}/metrics?get=numRestarts", address) or []
+    return int(found[0]["value"]) if found else 0
+
+
+def tasks_running(
+    settings: Settings, job_id: str, address: str | None = None, *, since_ms: int = 0
+) -> bool:
+    """Whether the job and every one of its vertices are RUNNING, each started after `since_ms`.
+
+    `since_ms` (epoch ms) tells tasks restarted after a failure from the ones before it.
+    """
+    details = job_details(settings, job_id, address)
+    vertices = details.get("vertices", [])
+    return (
+        details.get("state") == "RUNNING"
+        and bool(vertices)
+        and all(
+            v.get("status") == "RUNNING" and v.get("start-time", 0) > since_ms for v in vertices
+        )
+    )
+
+
+def restored_checkpoint(settings: Settings, job_id: str, address: str | None = None) -> str | None:
+    """Where the job's latest restore came from (a checkpoint's path), or None if it never did."""
+    found = _get(settings, f"/jobs/{job_id}/checkpoints", address) or {}
+    restored = (found.get("latest") or {}).get("restored") or {}
+    return restored.get("external_path")
+
+
 def taskmanager_pid(settings: Settings, taskmanager_id: str) -> int | None:
     """The pid of the TaskManager with this REST id (`host:rpc_port-suffix`), if it runs here.
 

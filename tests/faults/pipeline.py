@@ -207,13 +207,8 @@ class Pipeline:
         def running() -> bool:
             state = flink.job_state(self.settings, self.job_id)
             assert state not in flink.TERMINAL_STATES, self.failure(state)
-            details = flink.job_details(self.settings, self.job_id)
-            tasks = [v.get("status") for v in details.get("vertices", [])]
-            return (
-                state == "RUNNING"
-                and bool(tasks)
-                and all(t == "RUNNING" for t in tasks)
-                and flink.completed_checkpoints(self.settings, self.job_id) > base
+            return flink.tasks_running(self.settings, self.job_id) and (
+                flink.completed_checkpoints(self.settings, self.job_id) > base
             )
 
         return wait_for(running, timeout_s, f"job {self.job_id} to run and checkpoint")
@@ -271,9 +266,7 @@ class Pipeline:
 
     def restarts(self) -> int:
         """How often the cluster restarted the current job (its `numRestarts` metric)."""
-        path = f"/jobs/{self.job_id}/metrics?get=numRestarts"
-        found = flink._get(self.settings, path) or []  # noqa: SLF001
-        return int(found[0]["value"]) if found else 0
+        return flink.job_restarts(self.settings, self.job_id)
 
     def live(self) -> bool:
         """Whether the current job exists and is not finished, failed or cancelled."""
