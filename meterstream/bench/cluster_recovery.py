@@ -19,6 +19,7 @@ from typing import Any
 
 from meterstream.bench import freshness, state
 from meterstream.config import Settings
+from meterstream.flink.launch import JobOptions
 from meterstream.stack import flink
 from meterstream.stack.processes import wait_until
 from meterstream.testing import Record
@@ -69,14 +70,14 @@ def measure(run: ClusterRun, say: Callable[[str], None]) -> state.Recovery:
     )
     job_id = None
     try:
-        job_id = flink.submit(
-            settings,
-            [
-                *("--topic", run.topic, "--rejected-topic", run.rejected_topic),
-                *("--group-id", f"{run.prefix}-cluster", "--job-name", f"{run.prefix}-cluster"),
-                *("--checkpoint-dir", str(run.checkpoint_dir)),
-            ],
+        options = JobOptions(
+            topic=run.topic,
+            rejected_topic=run.rejected_topic,
+            group_id=f"{run.prefix}-cluster",
+            checkpoint_dir=run.checkpoint_dir,
+            job_name=f"{run.prefix}-cluster",
         )
+        job_id = flink.submit(settings, options.job_args())
         poller.start()
         producer.start()
         wait_until(

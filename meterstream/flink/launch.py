@@ -31,7 +31,11 @@ class JobOptions:
 
     def argv(self) -> list[str]:
         """The command line that runs the job with the current interpreter."""
-        argv = [sys.executable, str(JOB)]
+        return [sys.executable, str(JOB), *self.job_args()]
+
+    def job_args(self) -> list[str]:
+        """The job's own arguments (as `flink run --python` passes them on)."""
+        args: list[str] = []
         for flag, value in (
             ("--topic", self.topic),
             ("--rejected-topic", self.rejected_topic),
@@ -41,10 +45,10 @@ class JobOptions:
             ("--job-name", self.job_name),
         ):
             if value is not None:
-                argv += [flag, str(value)]
+                args += [flag, str(value)]
         if self.bounded:
-            argv.append("--bounded")
-        return argv
+            args.append("--bounded")
+        return args
 
 
 def start_job(options: JobOptions, log: Path | None = None) -> subprocess.Popen[bytes]:
