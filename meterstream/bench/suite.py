@@ -197,6 +197,11 @@ class RunContext:
         return f"{self.prefix}-rejected"
 
     @property
+    def archive_dir(self) -> Path:
+        """Where the run's jobs write the audit archive (deleted at the end, like checkpoints)."""
+        return (self.workdir / "archive").resolve()
+
+    @property
     def live_topic(self) -> str:
         """The live phase's topic: a backlog the job can drain, then the fixed-rate input."""
         return f"{self.prefix}-live"
@@ -242,6 +247,8 @@ def run_bench(settings: Settings, options: BenchOptions, say: Say = print) -> Be
             topics = ("raw", "rejected", "batch", "live", "cluster")
             delete_topics(settings, [f"{prefix}-{t}" for t in topics])
         shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+        # The bench's events are not anyone's audit trail: the jobs archived them here.
+        shutil.rmtree(workdir / "archive", ignore_errors=True)
     results.machine["load_at_end"] = os.getloadavg()
     results.seconds = time.monotonic() - began
     return results
@@ -329,6 +336,7 @@ class _Live:
                 checkpoint_dir=self.checkpoints,
                 restore_from=restore_from,
                 job_name=f"{self.ctx.prefix}-{name}",
+                archive_dir=self.ctx.archive_dir,
             )
         )
         run = launch(
@@ -552,6 +560,7 @@ def _cluster_recovery(ctx: RunContext) -> None:
         rejected_topic=ctx.rejected,
         prefix=f"{ctx.prefix}-c",
         checkpoint_dir=(ctx.workdir / "checkpoints" / "cluster").resolve(),
+        archive_dir=ctx.archive_dir,
         records=(record for _, record in iter_records(workload, ctx.registry)),
         rate=ctx.options.fresh_rate,
         probe_meter=meter,

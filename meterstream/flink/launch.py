@@ -27,6 +27,7 @@ class JobOptions:
     restore_from: str | None = None
     bounded: bool = False
     job_name: str | None = None
+    archive_dir: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
 
     def argv(self) -> list[str]:
@@ -43,6 +44,7 @@ class JobOptions:
             ("--checkpoint-dir", self.checkpoint_dir),
             ("--restore-from", self.restore_from),
             ("--job-name", self.job_name),
+            ("--archive-dir", self.archive_dir),
         ):
             if value is not None:
                 args += [flag, str(value)]
