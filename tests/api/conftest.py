@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
 import threading
 import time
@@ -124,6 +125,21 @@ def make_tenant(stack: Settings) -> Callable[..., Tenant]:
         return tenant
 
     return make
+
+
+def post_batch(http: httpx.Client, prefix: str, account: str, n: int = 20) -> httpx.Response:
+    """POST `n` new api_calls events (ids `<prefix>-<i>`) for `account` as one batch."""
+    from meterstream.testing import LAST_MS_OF_MONTH, cloud_event  # noqa: PLC0415
+
+    events = [
+        cloud_event(f"{prefix}-{i}", account, "api_calls", LAST_MS_OF_MONTH, {"status": 200})
+        for i in range(n)
+    ]
+    return http.post(
+        "/v1/events",
+        content=json.dumps(events),
+        headers={"Content-Type": "application/cloudevents-batch+json"},
+    )
 
 
 def read_topic(

@@ -16,18 +16,9 @@ from meterstream.config import Settings
 from meterstream.stack import kafka
 from meterstream.testing import LAST_MS_OF_MONTH, cloud_event
 from tests.api.conftest import RunningApi, Tenant, read_topic
+from tests.api.conftest import post_batch as post
 
 pytestmark = pytest.mark.integration
-
-BATCH = {"Content-Type": "application/cloudevents-batch+json"}
-
-
-def post(http: httpx.Client, prefix: str, account: str, n: int = 20) -> httpx.Response:
-    events = [
-        cloud_event(f"{prefix}-{i}", account, "api_calls", LAST_MS_OF_MONTH, {"status": 200})
-        for i in range(n)
-    ]
-    return http.post("/v1/events", content=json.dumps(events), headers=BATCH)
 
 
 def test_kafka_down_is_503_and_back_up_is_accepted_without_losing_acked_events(
