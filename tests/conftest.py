@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,25 @@ from meterstream.rules.validate import Validator
 # lateness most of them would be late. Pipeline tests use a 60-day lateness (their jobs inherit
 # this environment) unless they test lateness itself.
 os.environ.setdefault("METERSTREAM_FLINK_ALLOWED_LATENESS_HOURS", str(24 * 60))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def jvm_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every Flink JVM the tests start keeps its temporary files here, removed at the end.
+
+    A job or TaskManager that a test kills cannot delete its own (the mini cluster's RocksDB
+    instances, the planner and RPC jars Flink unpacks): ~170 MB in /tmp per killed job.
+    PyFlink's gateway and Flink's daemon scripts read `JVM_ARGS`.
+    """
+    path = tmp_path_factory.mktemp("jvm-tmp")
+    before = os.environ.get("JVM_ARGS")
+    os.environ["JVM_ARGS"] = f"{before or ''} -Djava.io.tmpdir={path}".strip()
+    yield path
+    if before is None:
+        os.environ.pop("JVM_ARGS", None)
+    else:
+        os.environ["JVM_ARGS"] = before
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
