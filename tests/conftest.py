@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from meterstream.config import Settings, load_settings
+from meterstream.flink.launch import with_java_tmpdir
 from meterstream.meters.registry import MeterRegistry, load_registry
 from meterstream.rules.validate import Validator
 
@@ -30,7 +31,7 @@ def jvm_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """
     path = tmp_path_factory.mktemp("jvm-tmp")
     before = os.environ.get("JVM_ARGS")
-    os.environ["JVM_ARGS"] = f"{before or ''} -Djava.io.tmpdir={path}".strip()
+    os.environ["JVM_ARGS"] = with_java_tmpdir(before or "", path)
     yield path
     if before is None:
         os.environ.pop("JVM_ARGS", None)

@@ -130,14 +130,7 @@ def _kill_and_recover(
         ):
             running_again = now
         if first_fresh is None:
-            first_fresh = min(
-                (
-                    p.visible_at
-                    for p in poller.between(killed_at, now)
-                    if p.freshness_s <= run.fresh_s
-                ),
-                default=None,
-            )
+            first_fresh = freshness.first_fresh_at(poller.between(killed_at, now), run.fresh_s)
         live_again = freshness.live_again_at(
             list(producer.probe_log),
             dict(poller.seen),
@@ -160,12 +153,8 @@ def _kill_and_recover(
         detail=f"{len(pids)} TaskManager(s) killed, replacement started at once",
     )
     say(
-        f"   cluster recovery: RUNNING again {_seconds(recovery.to_running_s)} s, first fresh "
-        f"probe {_seconds(recovery.to_caught_up_s)} s, live again "
-        f"{_seconds(recovery.live_again_s)} s after the SIGKILL"
+        f"   cluster recovery: RUNNING again {state.seconds(recovery.to_running_s)} s, first fresh "
+        f"probe {state.seconds(recovery.to_caught_up_s)} s, live again "
+        f"{state.seconds(recovery.live_again_s)} s after the SIGKILL"
     )
     return recovery
-
-
-def _seconds(value: float | None) -> str:
-    return "?" if value is None else f"{value:.1f}"

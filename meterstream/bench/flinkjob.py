@@ -35,7 +35,7 @@ from meterstream.bench.profile import (
     thread_cpu,
 )
 from meterstream.config import PROJECT_ROOT
-from meterstream.flink.launch import JobOptions
+from meterstream.flink.launch import JobOptions, with_java_tmpdir
 
 BLACKHOLE_JOB = PROJECT_ROOT / "jobs" / "read_blackhole.py"
 SAMPLE_INTERVAL_S = 0.2
@@ -86,7 +86,7 @@ class JobRun:
     checkpoints: dict[str, Any] | None = None
     checkpoint_details: dict[str, Any] | None = None
     stack_dir: Path | None = None
-    #: The mini cluster's working directory, removed when the job has exited.
+    #: The job's temporary directory (its JVM's `java.io.tmpdir`), removed when it has exited.
     tmp_dir: Path | None = None
     cpu_first: CpuSnapshot | None = None
     cpu_last: CpuSnapshot | None = None
@@ -324,7 +324,7 @@ class JobRun:
         return at
 
     def remove_working_files(self) -> None:
-        """Delete the mini cluster's working directory (`io.tmp.dirs`) once the job has exited."""
+        """Delete the job's temporary directory (`tmp_dir`) once the job has exited."""
         if self.tmp_dir is not None and self.proc.poll() is not None:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
@@ -356,9 +356,6 @@ def launch(
     # job the bench kills cannot clean up, and in /tmp that came to gigabytes per bench run.
     tmp_dir = log.with_name(f"{log.stem}.tmp").resolve()
     tmp_dir.mkdir(exist_ok=True)
-    jvm_args = os.environ.get("JVM_ARGS", "")
-    if " " not in str(tmp_dir):  # PyFlink splits JVM_ARGS on spaces
-        jvm_args = f"{jvm_args} -Djava.io.tmpdir={tmp_dir}".strip()
     with log.open("ab") as out:
         proc = subprocess.Popen(
             argv,
@@ -367,7 +364,7 @@ def launch(
                 **env,
                 REST_PORT_ENV: str(port),
                 "TMPDIR": str(tmp_dir),
-                "JVM_ARGS": jvm_args,
+                "JVM_ARGS": with_java_tmpdir(os.environ.get("JVM_ARGS", ""), tmp_dir),
             },
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -179,6 +179,11 @@ def percentile(values: list[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[max(0, min(98, round(q) - 1))]
 
 
+def first_fresh_at(probes: list[Probe], limit_s: float) -> float | None:
+    """When the first of `probes` visible within `limit_s` of its arrival became visible."""
+    return min((p.visible_at for p in probes if p.freshness_s <= limit_s), default=None)
+
+
 def live_again_at(
     sent: list[tuple[str, float]],
     seen: dict[str, Probe],

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from meterstream.bench.pipeline import Throughput
-from meterstream.bench.state import Recovery
+from meterstream.bench.state import Recovery, seconds
 from meterstream.bench.suite import BenchResults
 
 #: The performance bar (issue "Benchmarks and the performance bar").
@@ -60,8 +60,8 @@ def _recovery_note(rec: Recovery) -> str:
     if not rec.measured:
         return "not measured: " + rec.detail
     note = (
-        f"{rec.detail}; RUNNING again {_opt(rec.to_running_s)} s after the SIGKILL, first "
-        f"probe visible within {rec.fresh_s:.1f} s after {_opt(rec.to_caught_up_s)} s; live "
+        f"{rec.detail}; RUNNING again {seconds(rec.to_running_s)} s after the SIGKILL, first "
+        f"probe visible within {rec.fresh_s:.1f} s after {seconds(rec.to_caught_up_s)} s; live "
         f"again = every later probe visible within {rec.fresh_s:.1f} s"
     )
     if rec.max_lag is not None:
@@ -69,10 +69,6 @@ def _recovery_note(rec: Recovery) -> str:
     if rec.live_again_s is None:
         note = f"NOT live again within {rec.waited_s:.0f} s; " + note
     return note
-
-
-def _opt(value: float | None) -> str:
-    return "?" if value is None else f"{value:.1f}"
 
 
 def _cpu_note(cpu_ms: dict[str, float]) -> str:

@@ -98,6 +98,15 @@ def checkpoint_history(run: JobRun, since_ms: float, until_ms: float) -> list[di
     return [c for c in history if since_ms <= c.get("trigger_timestamp", 0) <= until_ms]
 
 
+def seconds(value: float | None) -> str:
+    """A duration for the report, or "?" when it was not measured.
+
+    >>> seconds(12.345), seconds(None)
+    ('12.3', '?')
+    """
+    return "?" if value is None else f"{value:.1f}"
+
+
 @dataclass(frozen=True, slots=True)
 class Recovery:
     """A SIGKILL under a fixed input rate, and the restart from the last checkpoint.

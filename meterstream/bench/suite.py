@@ -492,17 +492,13 @@ def _live_recovery(ctx: RunContext, live: _Live, run: JobRun) -> None:
     fresh_limit = max(2.0, 2 * (p99 or 1.0))
 
     def recovered_at() -> float | None:
-        fresh = [
-            p.visible_at
-            for p in live.poller.between(killed_at, time.time())
-            if p.freshness_s <= fresh_limit
-        ]
+        fresh = freshness.first_fresh_at(live.poller.between(killed_at, time.time()), fresh_limit)
         caught = [
             s.at
             for s in restarted.samples
             if lag_before is not None and s.pending is not None and s.pending <= lag_before
         ]
-        return min(fresh + caught) if fresh or caught else None
+        return min([fresh, *caught] if fresh is not None else caught, default=None)
 
     def live_again_at() -> float | None:
         assert live.producer is not None  # noqa: S101 - the freshness phase started it
@@ -539,8 +535,8 @@ def _live_recovery(ctx: RunContext, live: _Live, run: JobRun) -> None:
     rec = ctx.results.recovery
     if rec.live_again_s is not None:
         ctx.say(
-            f"   recovery: first fresh probe {rec.to_caught_up_s or 0:.1f} s, live again "
-            f"{rec.live_again_s:.1f} s after SIGKILL"
+            f"   recovery: first fresh probe {state.seconds(rec.to_caught_up_s)} s, live again "
+            f"{state.seconds(rec.live_again_s)} s after SIGKILL"
         )
     else:
         ctx.say(f"   recovery: NOT live again {ctx.options.recovery_timeout_s:.0f} s after SIGKILL")

@@ -53,6 +53,19 @@ class JobOptions:
         return args
 
 
+def with_java_tmpdir(jvm_args: str, tmp_dir: Path) -> str:
+    """`JVM_ARGS` plus `-Djava.io.tmpdir=tmp_dir`, read by PyFlink's gateway and Flink's scripts.
+
+    Unchanged if the path has a space: both split `JVM_ARGS` on spaces.
+
+    >>> with_java_tmpdir("-Xmx1g", Path("/t/job"))
+    '-Xmx1g -Djava.io.tmpdir=/t/job'
+    """
+    if " " in str(tmp_dir):
+        return jvm_args
+    return f"{jvm_args} -Djava.io.tmpdir={tmp_dir}".strip()
+
+
 def start_job(options: JobOptions, log: Path | None = None) -> subprocess.Popen[bytes]:
     """Start the job in a new process group (so `os.killpg` stops it and its JVM together)."""
     out = log.open("ab") if log else None
