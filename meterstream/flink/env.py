@@ -10,6 +10,7 @@ from pyflink.common import Configuration
 from pyflink.table import EnvironmentSettings, TableEnvironment
 
 from meterstream.config import Settings
+from meterstream.flink.launch import use_own_temp_dir
 from meterstream.stack.jars import flink_jars
 
 
@@ -81,6 +82,7 @@ def create_table_env(
     """A streaming TableEnvironment configured for the aggregation job."""
     # The JDBC sink writes UTC wall-clock timestamps; the JVM started below must agree.
     os.environ["TZ"] = "UTC"
+    use_own_temp_dir(settings.stack_dir / "job-tmp")
     # Thread mode embeds this interpreter in the JVM; it finds pyflink and pemja through the
     # virtualenv only when the virtualenv is first on PATH (even if it was never activated).
     venv_bin = str(Path(sys.executable).parent)

@@ -21,6 +21,7 @@ from pyflink.table.expressions import col, lit
 from meterstream.config import Settings
 from meterstream.flink import tables
 from meterstream.flink.env import flink_configuration
+from meterstream.flink.launch import use_own_temp_dir
 from meterstream.flink.sqlgen import aggregate_sql
 from meterstream.meters.registry import MeterRegistry
 
@@ -68,6 +69,7 @@ def create_batch_table_env(settings: Settings, *, job_name: str) -> TableEnviron
     # As in meterstream.flink.env: the JDBC sink writes UTC wall-clock timestamps, and the
     # JVM started below must agree; Python (none here) would need the virtualenv on PATH.
     os.environ["TZ"] = "UTC"
+    use_own_temp_dir(settings.stack_dir / "job-tmp")
     venv_bin = str(Path(sys.executable).parent)
     if not os.environ.get("PATH", "").startswith(venv_bin + os.pathsep):
         os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
