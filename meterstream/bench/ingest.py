@@ -3,7 +3,8 @@
 The baseline: 1,000-event batches produced with acks=all (idempotent, lz4), each batch waited
 for before the next, as an API handler would before it answers; plus the streaming produce rate
 of the pre-production. The API is measured through its documented CLI and HTTP interface
-(`measure_api`); without `meterstream.api` the figure is reported as "not measured yet".
+(`measure_ingest`, in rounds taken in turn with the baseline's); without `meterstream.api`
+the figure is reported as "not measured yet".
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import os
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.client import HTTPConnection
+from http.client import HTTPConnection, HTTPException
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +44,13 @@ class ProduceFigures:
     """Raw produce of the benchmark's events (the API's baseline)."""
 
     streaming_events_per_s: float
+    #: The median of the rounds below.
     batch_events_per_s: float
     batch_p50_ms: float | None
     batch_p99_ms: float | None
     batches: int
+    #: Each round's batch rate, in the order measured (interleaved with the API's rounds).
+    batch_rounds: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +58,7 @@ class ApiFigures:
     """The ingest API, or why it was not measured."""
 
     status: str
+    #: The median of the rounds below.
     events_per_s: float | None = None
     p50_ms: float | None = None
     p99_ms: float | None = None
@@ -59,6 +66,8 @@ class ApiFigures:
     #: CPU ms per request while the requests ran: the server, this process's clients, and
     #: the local stack's PostgreSQL and Kafka broker (the 2 cores everything shares).
     cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
+    #: Each round's accepted events/s, in the order measured.
+    rounds: tuple[float, ...] = ()
 
 
 def _producer(settings: Settings) -> Producer:
@@ -99,21 +108,6 @@ def batch_produce(
     return len(records) / elapsed, latencies
 
 
-def measure_produce(
-    settings: Settings, topic: str, records: list[Record], streaming_events_per_s: float
-) -> ProduceFigures:
-    """The raw-produce baseline: batch figures measured now, the streaming rate given."""
-    rate, latencies = batch_produce(settings, topic, records)
-    ms = [1000 * s for s in latencies]
-    return ProduceFigures(
-        streaming_events_per_s=streaming_events_per_s,
-        batch_events_per_s=rate,
-        batch_p50_ms=percentile(ms, 50),
-        batch_p99_ms=percentile(ms, 99),
-        batches=len(latencies),
-    )
-
-
 #: The API's rate limits, lifted for the measurement: the figure is the service's capacity.
 UNLIMITED = {
     "METERSTREAM_API_TOKEN_REQUESTS_PER_SECOND": "1000000",
@@ -122,7 +116,189 @@ UNLIMITED = {
     "METERSTREAM_API_ACCOUNT_EVENT_BURST": "1000000000",
 }
 CLIENTS = 4
+#: Rounds of (raw produce, API) in `make bench`: both move with the machine's load, so each
+#: figure is the median of rounds taken in turn, and the ratio compares like with like.
+ROUNDS = 3
 TOKEN = re.compile(r"^ms_[0-9a-f]{12}_\S+$", re.MULTILINE)
+
+
+def measure_ingest(
+    settings: Settings,
+    topic: str,
+    records: list[Record],
+    streaming_events_per_s: float,
+    rounds: int = ROUNDS,
+) -> tuple[ProduceFigures, ApiFigures]:
+    """Raw acked produce and `meterstream serve` on the same records, in `rounds` turns each.
+
+    The API is measured through its documented interface only: `meterstream orgs create`,
+    `accounts add`, `tokens create` and `serve` (its rate limits lifted, writing to `topic`),
+    then 1,000-event `POST /v1/events` batches from a few concurrent clients on this machine.
+    Each round produces the records raw, then posts them; every round sends them again.
+    """
+    produce_rates: list[float] = []
+    produce_latencies: list[float] = []
+    passes: list[_Pass] = []
+    with _ApiServer.start(settings, topic, records) as server:
+        for _ in range(max(1, rounds)):
+            rate, latencies = batch_produce(settings, topic, records)
+            produce_rates.append(rate)
+            produce_latencies += [1000 * s for s in latencies]
+            if isinstance(server, _ApiServer):
+                passes.append(server.post_all())
+        api = server.figures(passes) if isinstance(server, _ApiServer) else server
+    produce = ProduceFigures(
+        streaming_events_per_s=streaming_events_per_s,
+        batch_events_per_s=statistics.median(produce_rates),
+        batch_p50_ms=percentile(produce_latencies, 50),
+        batch_p99_ms=percentile(produce_latencies, 99),
+        batches=len(produce_latencies),
+        batch_rounds=tuple(produce_rates),
+    )
+    return produce, api
+
+
+@dataclass(frozen=True, slots=True)
+class _Pass:
+    """One round of the API: every batch posted once."""
+
+    seconds: float
+    latencies_ms: list[float]
+    accepted: int
+    statuses: dict[int, int]
+    cpu_s: dict[str, float]
+
+
+@dataclass(slots=True)
+class _ApiServer:
+    """A tenant and a running `meterstream serve`, set up through the CLI."""
+
+    settings: Settings
+    env: dict[str, str]
+    org: str
+    token: str
+    port: int
+    batches: list[tuple[int, bytes]]
+    process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    @contextlib.contextmanager
+    def start(
+        cls, settings: Settings, topic: str, records: list[Record]
+    ) -> Iterator[_ApiServer | ApiFigures]:
+        """The running server, or an `ApiFigures` saying why there is none; stopped after."""
+        if importlib.util.find_spec("meterstream.api") is None:
+            yield ApiFigures("not measured yet", detail="meterstream.api does not exist yet")
+            return
+        port = _free_port()
+        env = {
+            **os.environ,
+            **UNLIMITED,
+            "METERSTREAM_KAFKA_TOPICS_RAW": topic,
+            "METERSTREAM_API_PORT": str(port),
+        }
+        org = f"bench-{uuid.uuid4().hex[:8]}"
+        try:
+            _cli(["orgs", "create", org], env)
+            accounts = sorted({r.key.decode() for r in records if r.key})
+            _cli(["accounts", "add", org, *accounts], env)
+            created = _cli(["tokens", "create", "--org", org, "--scope", "ingest:write"], env)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            yield ApiFigures("not measured", detail=f"could not set up a tenant: {exc}"[:500])
+            return
+        token = TOKEN.search(created)
+        if token is None:
+            yield ApiFigures("not measured", detail="`meterstream tokens create` printed no token")
+            return
+        server = cls(settings, env, org, token.group(0), port, _api_batches(records))
+        try:
+            if server._serve():
+                yield server
+            else:
+                yield ApiFigures(
+                    "not measured", detail="`meterstream serve` did not come up in 60 s"
+                )
+        finally:
+            server._stop()
+
+    def _serve(self) -> bool:
+        """Start `meterstream serve`; whether it answered /health within 60 s."""
+        exe = str(Path(sys.executable).with_name("meterstream"))
+        self.process = subprocess.Popen(
+            [exe, "serve", "--port", str(self.port), "--log-level", "warning"],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            http = HTTPConnection("127.0.0.1", self.port, timeout=1)
+            try:
+                http.request("GET", "/health")
+                if http.getresponse().status == 200:  # noqa: PLR2004
+                    return True
+            except (OSError, HTTPException):
+                pass
+            finally:
+                http.close()
+            time.sleep(0.2)
+        return False
+
+    def _stop(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            _cli(["tokens", "revoke", self.token], self.env)
+
+    def post_all(self) -> _Pass:
+        """Post every batch once, timing it and the CPU of everything that served it."""
+        assert self.process is not None  # noqa: S101 - only after _serve
+        headers = {
+            "Authorization": f"Bearer {self.token}",
+            "Content-Type": "application/cloudevents-batch+json",
+        }
+        processes = {"server": [self.process.pid, *children(self.process.pid)]} | service_pids(
+            self.settings.stack_dir
+        )
+        cpu_before = {name: pids_cpu(pids) for name, pids in processes.items()}
+        client_before = time.process_time()
+        seconds, latencies, accepted, statuses = _post_all(self.port, headers, self.batches)
+        cpu = {name: pids_cpu(pids) - cpu_before[name] for name, pids in processes.items()}
+        cpu["clients"] = time.process_time() - client_before
+        return _Pass(seconds, latencies, accepted, statuses, cpu)
+
+    def figures(self, passes: list[_Pass]) -> ApiFigures:
+        """The median round's rate; latency and CPU per request over all rounds."""
+        latencies = [ms for p in passes for ms in p.latencies_ms]
+        statuses: dict[int, int] = {}
+        for p in passes:
+            for status, n in p.statuses.items():
+                statuses[status] = statuses.get(status, 0) + n
+        requests = len(self.batches) * len(passes)
+        rates = tuple(p.accepted / p.seconds for p in passes)
+        return ApiFigures(
+            "measured",
+            events_per_s=statistics.median(rates),
+            p50_ms=percentile(latencies, 50),
+            p99_ms=percentile(latencies, 99),
+            cpu_ms_per_request={
+                name: 1000 * sum(p.cpu_s.get(name, 0.0) for p in passes) / requests
+                for name in passes[0].cpu_s
+            },
+            rounds=rates,
+            detail=(
+                f"`meterstream serve` ({_processes(self.env)}), {CLIENTS} concurrent clients, "
+                f"{len(passes)} rounds of {len(self.batches)} requests of up to 1,000 events, "
+                f"HTTP statuses {statuses}, rate limits lifted; org {self.org}"
+            ),
+        )
 
 
 def _cli(args: list[str], env: dict[str, str]) -> str:
@@ -153,92 +329,6 @@ def _api_batches(records: list[Record]) -> list[tuple[int, bytes]]:
         (len(usable[i : i + BATCH]), b"[" + b",".join(usable[i : i + BATCH]) + b"]")
         for i in range(0, len(usable), BATCH)
     ]
-
-
-def measure_api(settings: Settings, topic: str, records: list[Record]) -> ApiFigures:
-    """Accepted events/s and request latency of `meterstream serve`, against the same records.
-
-    Through the documented interface only: `meterstream orgs create`, `accounts add`,
-    `tokens create` and `serve` (its rate limits lifted, writing to the bench's topic), then
-    1,000-event `POST /v1/events` batches from a few concurrent clients on this machine.
-    """
-    if importlib.util.find_spec("meterstream.api") is None:
-        return ApiFigures("not measured yet", detail="meterstream.api does not exist yet")
-    import httpx  # noqa: PLC0415 - the API's own client dependency
-
-    port = _free_port()
-    env = {
-        **os.environ,
-        **UNLIMITED,
-        "METERSTREAM_KAFKA_TOPICS_RAW": topic,
-        "METERSTREAM_API_PORT": str(port),
-    }
-    org = f"bench-{uuid.uuid4().hex[:8]}"
-    try:
-        _cli(["orgs", "create", org], env)
-        _cli(["accounts", "add", org, *sorted({r.key.decode() for r in records if r.key})], env)
-        token_match = TOKEN.search(
-            _cli(["tokens", "create", "--org", org, "--scope", "ingest:write"], env)
-        )
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        return ApiFigures("not measured", detail=f"could not set up a tenant: {exc}"[:500])
-    if token_match is None:
-        return ApiFigures("not measured", detail="`meterstream tokens create` printed no token")
-    headers = {
-        "Authorization": f"Bearer {token_match.group(0)}",
-        "Content-Type": "application/cloudevents-batch+json",
-    }
-    exe = str(Path(sys.executable).with_name("meterstream"))
-    server = subprocess.Popen(
-        [exe, "serve", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(base + "/health", timeout=1).status_code == 200:  # noqa: PLR2004
-                    break
-            time.sleep(0.2)
-        else:
-            return ApiFigures("not measured", detail="`meterstream serve` did not come up in 60 s")
-        batches = _api_batches(records)
-        processes = {"server": [server.pid, *children(server.pid)]} | service_pids(
-            settings.stack_dir
-        )
-        cpu_before = {name: pids_cpu(pids) for name, pids in processes.items()}
-        client_before = time.process_time()
-        elapsed, latencies, accepted, statuses = _post_all(port, headers, batches)
-        cpu = {
-            name: 1000 * (pids_cpu(pids) - cpu_before[name]) / len(batches)
-            for name, pids in processes.items()
-        } | {"clients": 1000 * (time.process_time() - client_before) / len(batches)}
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
-        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-            _cli(["tokens", "revoke", token_match.group(0)], env)
-    return ApiFigures(
-        "measured",
-        events_per_s=accepted / elapsed,
-        p50_ms=percentile(latencies, 50),
-        p99_ms=percentile(latencies, 99),
-        cpu_ms_per_request=cpu,
-        detail=(
-            f"`meterstream serve` ({_processes(env)}), {CLIENTS} concurrent clients, "
-            f"{len(batches)} requests of up to 1,000 events, HTTP statuses {statuses}, "
-            f"rate limits lifted; org {org}"
-        ),
-    )
 
 
 def _processes(env: dict[str, str]) -> str:

@@ -71,6 +71,17 @@ def _recovery_note(rec: Recovery) -> str:
     return note
 
 
+def _rounds_note(rounds: tuple[float, ...]) -> str:
+    """What a figure measured as the median of several rounds says about them.
+
+    >>> _rounds_note((100.0, 300.0, 200.0))
+    'median of 3 rounds (100, 300, 200); '
+    """
+    if len(rounds) < 2:  # noqa: PLR2004
+        return ""
+    return f"median of {len(rounds)} rounds ({', '.join(f'{r:,.0f}' for r in rounds)}); "
+
+
 def _cpu_note(cpu_ms: dict[str, float]) -> str:
     """'CPU per request: server 7.4 ms, ...; ' or nothing when not measured."""
     if not cpu_ms:
@@ -179,7 +190,8 @@ def headline(results: BenchResults) -> list[dict[str, Any]]:  # noqa: PLR0915 - 
             target=api_target,
             met=api.events_per_s >= TARGETS["api_events_per_s"]
             and (ratio or 0) >= TARGETS["api_vs_produce"],
-            note=f"request latency p50 {api.p50_ms or 0:.0f} ms, p99 {api.p99_ms or 0:.0f} ms; "
+            note=_rounds_note(api.rounds)
+            + f"request latency p50 {api.p50_ms or 0:.0f} ms, p99 {api.p99_ms or 0:.0f} ms; "
             + _cpu_note(api.cpu_ms_per_request)
             + api.detail,
         )
@@ -195,7 +207,7 @@ def headline(results: BenchResults) -> list[dict[str, Any]]:  # noqa: PLR0915 - 
             produce.batch_events_per_s,
             "events/s",
             target="(baseline)",
-            note=latency,
+            note=_rounds_note(produce.batch_rounds) + latency,
         )
         row(
             "   raw produce, streaming",

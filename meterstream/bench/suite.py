@@ -47,6 +47,8 @@ class BenchOptions:
     #: Also run the pipeline with the JVM fast path off (every event through Python), p=1.
     python_baseline: bool = True
     batch_records: int = 200_000
+    #: Rounds of raw produce and API, taken in turn; each figure is the median round.
+    ingest_rounds: int = ingest.ROUNDS
     seed: int = 42
     out_dir: Path = PROJECT_ROOT / "bench-results"
     keep_topics: bool = False
@@ -67,6 +69,7 @@ class BenchOptions:
             fresh_rate=1_000.0,
             fresh_seconds=6.0,
             batch_records=10_000,
+            ingest_rounds=2,
             out_dir=out_dir or PROJECT_ROOT / "bench-results" / "smoke",
             throughput_window_s=30.0,
             drain_window_s=60.0,
@@ -275,8 +278,9 @@ def _produce(ctx: RunContext) -> None:
     topic = f"{ctx.prefix}-batch"
     create(ctx.settings, [topic])
     records = ctx.gen.records[: ctx.options.batch_records]
-    ctx.results.produce = ingest.measure_produce(ctx.settings, topic, records, streaming)
-    ctx.results.api = ingest.measure_api(ctx.settings, topic, records)
+    ctx.results.produce, ctx.results.api = ingest.measure_ingest(
+        ctx.settings, topic, records, streaming, rounds=ctx.options.ingest_rounds
+    )
 
 
 def _throughput(ctx: RunContext, job: str, parallelism: int) -> None:

@@ -7,6 +7,7 @@ reading docs/benchmarks.md, never by a timed test.
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -39,4 +40,11 @@ def test_bench_smoke_runs_every_phase_and_writes_table_json_and_plot(
     assert data["workload"]["records"] == options.records
     assert data["api"]["status"] == "measured"
     assert {"server", "clients"} <= data["api"]["cpu_ms_per_request"].keys()
+    # The API and its baseline are measured in rounds taken in turn; each figure is a median.
+    rounds, raw_rounds = data["api"]["rounds"], data["produce"]["batch_rounds"]
+    assert len(rounds) == len(raw_rounds) == options.ingest_rounds
+    # (JSON rounds floats to 4 decimals)
+    assert data["api"]["events_per_s"] == pytest.approx(statistics.median(rounds), rel=1e-6)
+    median_raw = statistics.median(raw_rounds)
+    assert data["produce"]["batch_events_per_s"] == pytest.approx(median_raw, rel=1e-6)
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
