@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -25,6 +26,7 @@ from typing import Any
 
 from meterstream.config import PROJECT_ROOT, Settings
 from meterstream.errors import StackError
+from meterstream.flink.launch import with_java_tmpdir
 from meterstream.stack.jars import ensure_jars, flink_jars
 from meterstream.stack.processes import alive, port_open, require_free, wait_until
 
@@ -433,33 +435,38 @@ def submit(
         str(PROJECT_ROOT / "meterstream"),
         *job_args,
     ]
-    client = subprocess.Popen(
-        argv,
-        env=_client_env(settings),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    lines: queue.Queue[str | None] = queue.Queue()
-    threading.Thread(target=_pump, args=(client, lines), daemon=True).start()
-    output: list[str] = []
-    job_id = None
-    deadline = time.monotonic() + timeout_s
-    try:
-        while job_id is None and time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=1)
-            except queue.Empty:
-                continue
-            if line is None:
-                break
-            output.append(line)
-            match = SUBMITTED.search(line)
-            job_id = match and (match.group(1) or match.group(2))
-    finally:
-        _stop_client(client)
+    # The client zips `--pyFiles` into its temp dir and, stopped below, would leave the zip
+    # there; the cluster has its own copy (blob server) once the job is submitted.
+    with tempfile.TemporaryDirectory(prefix="meterstream-submit-") as client_tmp:
+        env = _client_env(settings)
+        env["JVM_ARGS"] = with_java_tmpdir(env.get("JVM_ARGS", ""), Path(client_tmp))
+        client = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=_pump, args=(client, lines), daemon=True).start()
+        output: list[str] = []
+        job_id = None
+        deadline = time.monotonic() + timeout_s
+        try:
+            while job_id is None and time.monotonic() < deadline:
+                try:
+                    line = lines.get(timeout=1)
+                except queue.Empty:
+                    continue
+                if line is None:
+                    break
+                output.append(line)
+                match = SUBMITTED.search(line)
+                job_id = match and (match.group(1) or match.group(2))
+        finally:
+            _stop_client(client)
     if job_id is None:
         text = "".join(output)[-4000:]
         msg = f"flink run did not submit the job (exit {client.returncode}):\n{text}"
