@@ -27,6 +27,7 @@ from meterstream.config import load_settings
 from meterstream.flink import tables
 from meterstream.flink.archive import archive_table_ddl
 from meterstream.flink.env import create_table_env
+from meterstream.flink.launch import latest_checkpoint
 from meterstream.flink.workflow import define_workflow
 from meterstream.meters.registry import load_registry
 
@@ -87,9 +88,19 @@ def main(argv: list[str] | None = None) -> None:
     if client is not None:
         logging.info("submitted job %s", client.get_job_id())
         print(f"job id: {client.get_job_id()}", flush=True)  # noqa: T201 - the CLI reads this
-    result.wait()
+    try:
+        result.wait()
+    except KeyboardInterrupt:
+        latest = latest_checkpoint(checkpoint_dir)
+        resume = f"`meterstream run --restore-from {latest}`" if latest else "no checkpoint yet"
+        print(f"stopped (Ctrl-C); resume from its newest checkpoint: {resume}", file=sys.stderr)  # noqa: T201
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+    # py4j logs a traceback (on the root logger) when Ctrl-C interrupts a call; main says why.
+    logging.getLogger().addFilter(
+        lambda record: not (record.exc_info and record.exc_info[0] is KeyboardInterrupt)
+    )
     main()
