@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -24,6 +25,18 @@ from meterstream.testing import Record
 
 #: A bounded test job that has not finished by then is stopped and the test fails.
 JOB_TIMEOUT_S = 300
+
+
+def job_options(topics: tuple[str, str], job_dir: Path, name: str, **extra: Any) -> JobOptions:
+    """A test job's options: its (raw, rejected) topics, its own consumer group and checkpoints."""
+    return JobOptions(
+        topic=topics[0],
+        rejected_topic=topics[1],
+        group_id=f"g-{name}",
+        checkpoint_dir=job_dir,
+        job_name=name,
+        **extra,
+    )
 
 
 def run_bounded_job(options: JobOptions, log: Path, timeout_s: float = JOB_TIMEOUT_S) -> None:

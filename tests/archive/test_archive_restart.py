@@ -11,13 +11,12 @@ import duckdb
 import pytest
 
 from meterstream.config import Settings
-from meterstream.flink.launch import JobOptions
 from meterstream.kafka_io import produce
 from meterstream.rules.reasons import Rejection
 from meterstream.rules.validate import Validator
 from meterstream.testing import generate
 from tests.archive.conftest import archived_count, archived_table
-from tests.pipeline_helpers import kill_mid_stream, run_restored_until
+from tests.pipeline_helpers import job_options, kill_mid_stream, run_restored_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.flink]
 
@@ -43,14 +42,7 @@ def test_archive_after_kill_and_restore_holds_every_accepted_event_exactly_once(
         "METERSTREAM_FLINK_CHECKPOINT_INTERVAL_MS": "1000",
         "METERSTREAM_FLINK_ARCHIVE_DIR": str(archive),
     }
-    options = JobOptions(
-        topic=topics[0],
-        rejected_topic=topics[1],
-        group_id=f"g-{unique}",
-        checkpoint_dir=job_dir,
-        job_name=f"arc-{unique}",
-        env=env,
-    )
+    options = job_options(topics, job_dir, f"arc-{unique}", env=env)
     produce(stack, topics[0], first)
     log = job_dir / "job.log"
     checkpoint = kill_mid_stream(

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from meterstream.config import Settings
-from meterstream.flink.launch import JobOptions, latest_checkpoint
+from meterstream.flink.launch import latest_checkpoint
 from meterstream.kafka_io import produce
 from meterstream.testing import generate
+from tests.pipeline_helpers import job_options
 
 pytestmark = [pytest.mark.e2e, pytest.mark.flink]
 
@@ -39,14 +40,7 @@ def test_ctrl_c_stops_the_job_says_how_to_resume_and_removes_its_temp_files(
     stack: Settings, topics: tuple[str, str], job_dir: Path, unique: str
 ) -> None:
     produce(stack, topics[0], generate(300, seed=5, accounts=5, account_prefix=f"int-{unique}"))
-    options = JobOptions(
-        topic=topics[0],
-        rejected_topic=topics[1],
-        group_id=f"g-{unique}",
-        checkpoint_dir=job_dir,
-        job_name=f"int-{unique}",
-        archive_dir=job_dir / "archive",
-    )
+    options = job_options(topics, job_dir, f"int-{unique}", archive_dir=job_dir / "archive")
     # As a user's shell would run it: without the test session's JVM_ARGS, so the job picks
     # its own temp directory under the stack.
     env = {k: v for k, v in os.environ.items() if k != "JVM_ARGS"}

@@ -9,11 +9,11 @@ import psycopg
 import pytest
 
 from meterstream.config import Settings
-from meterstream.flink.launch import JobOptions
 from meterstream.kafka_io import produce
 from meterstream.rules.validate import Validator
 from meterstream.testing import generate
 from tests.pipeline_helpers import (
+    job_options,
     kill_mid_stream,
     oracle,
     rejections_in_postgres,
@@ -41,13 +41,8 @@ def test_job_killed_mid_stream_and_restored_from_checkpoint_neither_loses_nor_do
     records = generate(6000, seed=23, accounts=30, account_prefix=prefix, duplicate_rate=0.1)
     first, second = records[:2000], records[2000:]
     produce(stack, topics[0], first)
-    options = JobOptions(
-        topic=topics[0],
-        rejected_topic=topics[1],
-        group_id=f"g-{unique}",
-        checkpoint_dir=job_dir,
-        job_name=f"e2e-{unique}",
-        env={"METERSTREAM_FLINK_CHECKPOINT_INTERVAL_MS": "1000"},
+    options = job_options(
+        topics, job_dir, f"e2e-{unique}", env={"METERSTREAM_FLINK_CHECKPOINT_INTERVAL_MS": "1000"}
     )
     log = job_dir / "job.log"
     # Keep producing while the job is killed: the crash lands mid-stream.

@@ -11,12 +11,11 @@ import psycopg
 import pytest
 
 from meterstream.config import Settings
-from meterstream.flink.launch import JobOptions
 from meterstream.kafka_io import produce
 from meterstream.rules.periods import period_start
 from meterstream.rules.validate import Validator
 from meterstream.testing import PERIOD_START, Record, cloud_event, sample_data
-from tests.pipeline_helpers import oracle, run_bounded_job, totals_in_postgres
+from tests.pipeline_helpers import job_options, oracle, run_bounded_job, totals_in_postgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 
@@ -34,15 +33,7 @@ def set_zones(settings: Settings, zones: dict[str, str]) -> None:
 
 
 def run_bounded(topics: tuple[str, str], job_dir: Path, unique: str, env: dict[str, str]) -> None:
-    options = JobOptions(
-        topic=topics[0],
-        rejected_topic=topics[1],
-        group_id=f"g-{unique}",
-        checkpoint_dir=job_dir,
-        bounded=True,
-        job_name=f"tz-{unique}",
-        env=env,
-    )
+    options = job_options(topics, job_dir, f"tz-{unique}", bounded=True, env=env)
     run_bounded_job(options, job_dir / "job.log")
 
 
