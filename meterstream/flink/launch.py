@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from meterstream.config import PROJECT_ROOT
+from meterstream.stack.processes import alive
 
 JOB = PROJECT_ROOT / "jobs" / "aggregate_usage.py"
 
@@ -124,9 +125,8 @@ def remove_abandoned_temp_dirs(root: Path) -> list[Path]:
     it (the job's JVM can outlive a killed Python parent for a moment).
     """
     removed: list[Path] = []
-    candidates = [
-        d for d in root.glob("job-*") if d.is_dir() and not _alive(d.name.removeprefix("job-"))
-    ]
+    pids = {d: d.name.removeprefix("job-") for d in root.glob("job-*") if d.is_dir()}
+    candidates = [d for d, pid in pids.items() if not (pid.isdigit() and alive(int(pid)))]
     if not candidates:
         return removed
     command_lines = _command_lines()
@@ -135,18 +135,6 @@ def remove_abandoned_temp_dirs(root: Path) -> list[Path]:
             shutil.rmtree(directory, ignore_errors=True)
             removed.append(directory)
     return removed
-
-
-def _alive(pid: str) -> bool:
-    if not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _command_lines() -> list[str]:

@@ -449,22 +449,8 @@ def submit(
             text=True,
             start_new_session=True,
         )
-        lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=_pump, args=(client, lines), daemon=True).start()
-        output: list[str] = []
-        job_id = None
-        deadline = time.monotonic() + timeout_s
         try:
-            while job_id is None and time.monotonic() < deadline:
-                try:
-                    line = lines.get(timeout=1)
-                except queue.Empty:
-                    continue
-                if line is None:
-                    break
-                output.append(line)
-                match = SUBMITTED.search(line)
-                job_id = match and (match.group(1) or match.group(2))
+            job_id, output = _job_id_from(client, timeout_s)
         finally:
             _stop_client(client)
     if job_id is None:
@@ -483,6 +469,26 @@ def _pump(client: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None
     for line in client.stdout:
         lines.put(line)
     lines.put(None)
+
+
+def _job_id_from(client: subprocess.Popen[str], timeout_s: float) -> tuple[str | None, list[str]]:
+    """The job id the client prints once the cluster accepted the job, and its output so far."""
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=_pump, args=(client, lines), daemon=True).start()
+    output: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            continue
+        if line is None:
+            break
+        output.append(line)
+        match = SUBMITTED.search(line)
+        if match:
+            return match.group(1) or match.group(2), output
+    return None, output
 
 
 def _stop_client(client: subprocess.Popen[str]) -> None:

@@ -133,6 +133,8 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    except PermissionError:
+        return True  # another user's process
     # A zombie that is not our child still answers kill(0); read its state.
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
