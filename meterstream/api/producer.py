@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -55,32 +55,76 @@ async def send(
 
 
 class _Pending:
-    """Counts one `send`'s outstanding acknowledgements; resolved from the poll thread."""
+    """One `enqueue`'s outstanding acknowledgements, counted down from the poll thread.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
+    Every record of the call shares one delivery callback (`delivered`): a `functools.partial`
+    per record, to carry its index, cost about a third of the producer's CPU per request. A
+    failed record's report carries its key and value, and `outcome` finds its index by them;
+    records equal in both are interchangeable there.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, records: Sequence[tuple[bytes, bytes]]):
         self.loop = loop
-        self.remaining = count
-        self.failed: dict[int, str] = {}
-        self.acked: set[int] = set()
+        self.records = records
+        self.remaining = len(records)
+        self.refusals: dict[int, str] = {}  # by index: refused by the client at once
+        self.reports: list[tuple[bytes | None, bytes | None, str]] = []  # failed deliveries
         self.done = loop.create_future()
         self.lock = threading.Lock()
-        if count == 0:
+        if not records:
             self.done.set_result(None)
 
-    def callback(self, index: int, err: KafkaError | None, _msg: Message | None = None) -> None:
+    def delivered(self, err: KafkaError | None, msg: Message | None) -> None:
+        """The broker's report on one record (poll thread)."""
         with self.lock:
             if err is not None:
-                self.failed[index] = str(err)
-            else:
-                self.acked.add(index)
+                key, value = (msg.key(), msg.value()) if msg is not None else (None, None)
+                self.reports.append((key, value, str(err)))
             self.remaining -= 1
             finished = self.remaining == 0
         if finished:
             self.loop.call_soon_threadsafe(self._finish)
 
+    def refused(self, index: int, err: KafkaError) -> None:
+        """A record the client did not take (the event loop's thread)."""
+        with self.lock:
+            self.refusals[index] = str(err)
+            self.remaining -= 1
+            finished = self.remaining == 0
+        if finished:
+            self._finish()
+
     def _finish(self) -> None:
         if not self.done.done():
             self.done.set_result(None)
+
+    def outcome(self, *, timed_out: bool) -> Delivery:
+        """The failed records by index; after a timeout, every record not known to be acked.
+
+        Acknowledged records are counted, not named, so after a timeout each record without
+        a failure report counts as failed: the client sends them again and the pipeline drops
+        the duplicates. The timeout is a backstop: librdkafka reports a record that outlives
+        `message.timeout.ms` itself, 5 s before it.
+        """
+        with self.lock:
+            failed = dict(self.refusals)
+            reports = list(self.reports)
+        if reports:
+            unclaimed: dict[tuple[bytes, bytes], deque[int]] = defaultdict(deque)
+            for index, record in enumerate(self.records):
+                if index not in failed:
+                    unclaimed[record].append(index)
+            for key, value, error in reports:
+                same = unclaimed.get((key or b"", value or b""))
+                if same:
+                    failed[same.popleft()] = error
+        if timed_out:
+            failed |= {
+                index: "no acknowledgement in time"
+                for index in range(len(self.records))
+                if index not in failed
+            }
+        return Delivery(dict(sorted(failed.items())))
 
 
 class KafkaEventProducer:
@@ -122,31 +166,36 @@ class KafkaEventProducer:
         self, topic: str, records: Sequence[tuple[bytes, bytes]]
     ) -> Awaitable[Delivery]:
         """Produce `records` (key, value) to `topic` in order; return an awaitable outcome."""
-        pending = _Pending(asyncio.get_running_loop(), len(records))
+        pending = _Pending(asyncio.get_running_loop(), records)
         # One `produce_batch` call per request, not one `produce` per record: the records are
         # handed to librdkafka in one C loop (each still partitioned by its key).
+        indexes = list(range(len(records)))
         messages = [
-            {"key": key, "value": value, "callback": partial(pending.callback, index)}
-            for index, (key, value) in enumerate(records)
+            {"key": key, "value": value, "callback": pending.delivered} for key, value in records
         ]
         while messages:
             await self._room_for(len(messages))
             try:
                 self._producer.produce_batch(topic, messages)
             except Exception as exc:  # noqa: BLE001 - e.g. an invalid topic: failed records
-                for message in messages:
-                    message["callback"](KafkaError(KafkaError._FAIL, str(exc)), None)  # noqa: SLF001
+                for index in indexes:
+                    pending.refused(index, KafkaError(KafkaError._FAIL, str(exc)))  # noqa: SLF001
                 break
-            refused = [m for m in messages if "_error" in m]
-            full = [m for m in refused if m["_error"].code() == KafkaError._QUEUE_FULL]  # noqa: SLF001
-            for message in refused:
-                if message["_error"].code() != KafkaError._QUEUE_FULL:  # noqa: SLF001
-                    message["callback"](message["_error"], None)  # e.g. too large: failed
-            for message in full:
-                del message["_error"]
+            again: list[int] = []
+            retry: list[dict[str, object]] = []
+            for index, message in zip(indexes, messages, strict=True):
+                error = message.get("_error")
+                if error is None:
+                    continue
+                if error.code() == KafkaError._QUEUE_FULL:  # noqa: SLF001
+                    del message["_error"]
+                    again.append(index)
+                    retry.append(message)
+                else:
+                    pending.refused(index, error)  # e.g. too large: failed
             # The queue filled during the call (rare: `_room_for` waited for room): the refused
             # records go again, in their order, after the ones it took.
-            messages = full
+            indexes, messages = again, retry
         return self._outcome(pending)
 
     async def _room_for(self, count: int) -> None:
@@ -161,14 +210,8 @@ class KafkaEventProducer:
         try:
             await asyncio.wait_for(asyncio.shield(pending.done), self._timeout_s)
         except TimeoutError:
-            with pending.lock:
-                unknown = {
-                    i: "no acknowledgement in time"
-                    for i in range(len(pending.acked) + len(pending.failed) + pending.remaining)
-                    if i not in pending.acked
-                }
-                return Delivery(unknown | pending.failed)
-        return Delivery(dict(pending.failed))
+            return pending.outcome(timed_out=True)
+        return pending.outcome(timed_out=False)
 
     def close(self) -> None:
         """Flush what is queued (bounded by the delivery timeout) and stop the poll thread."""
