@@ -17,10 +17,18 @@ from meterstream.api.store import Store
 from meterstream.config import Settings
 
 MAX_CACHED = 500_000
+#: An organisation with at most this many accounts is cached whole (one query per `ttl_s`).
+MAX_ORGANISATION_SET = 50_000
 
 
 class AccountDirectory:
-    """Which accounts each organisation owns, cached for `ttl_s` (the table changes rarely)."""
+    """Which accounts each organisation owns, cached for `ttl_s` (the table changes rarely).
+
+    An organisation's whole account list is cached when it is small enough, so a request
+    naming accounts seen for the first time costs no query. An account outside that list
+    (another organisation's, or one added since it was read) is looked up by itself, and its
+    answer cached for `ttl_s` too.
+    """
 
     def __init__(
         self, store: Store, ttl_s: float, clock: Callable[[], float] = time.monotonic
@@ -28,14 +36,22 @@ class AccountDirectory:
         self._store = store
         self._ttl = ttl_s
         self._clock = clock
+        self._members: dict[str, tuple[float, frozenset[str] | None]] = {}
         self._cache: dict[tuple[str, str], tuple[float, bool]] = {}
 
     async def owned(self, org_id: str, account_ids: Iterable[str]) -> set[str]:
         """The subset of `account_ids` that `org_id` owns."""
         now = self._clock()
-        owned: set[str] = set()
+        members = self._members.get(org_id)
+        if members is None or members[0] <= now:
+            listed = await self._store.organisation_accounts(org_id, MAX_ORGANISATION_SET)
+            if len(self._members) > MAX_CACHED // MAX_ORGANISATION_SET:
+                self._members.clear()
+            members = self._members[org_id] = (now + self._ttl, listed)
+        wanted = set(account_ids)
+        owned = wanted & members[1] if members[1] is not None else set()
         unknown: list[str] = []
-        for account in set(account_ids):
+        for account in wanted - owned:
             hit = self._cache.get((org_id, account))
             if hit is not None and hit[0] > now:
                 if hit[1]:

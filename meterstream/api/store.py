@@ -97,6 +97,17 @@ class Store:
             )
             return {row["account_id"] for row in await cur.fetchall()}
 
+    async def organisation_accounts(self, org_id: str, limit: int) -> frozenset[str] | None:
+        """Every account of `org_id`, or None if it has more than `limit`."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT account_id FROM accounts WHERE org_id = %s LIMIT %s", (org_id, limit + 1)
+            )
+            rows = await cur.fetchall()
+        if len(rows) > limit:
+            return None
+        return frozenset(row["account_id"] for row in rows)
+
     # --- quotas ------------------------------------------------------------------------------
 
     async def reserve_quota(
