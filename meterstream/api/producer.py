@@ -2,12 +2,17 @@
 
 The API answers only after `EventProducer.send` returns: an event counts as accepted when the
 broker has acknowledged it, never when it is merely queued in the client.
+
+Delivery reports are served on the event loop (`KafkaEventProducer._serve_reports`), not by a
+poll thread: with a thread, each of a request's 1,000 reports took the GIL from the loop in
+turn. Measured with `python -m meterstream.bench.api_only 200000 3`, three pairs interleaved:
+the API accepted 1.03-1.19x the events per second, with 0-14% less server CPU per request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
+import contextlib
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
@@ -55,7 +60,7 @@ async def send(
 
 
 class _Pending:
-    """One `enqueue`'s outstanding acknowledgements, counted down from the poll thread.
+    """One `enqueue`'s outstanding acknowledgements, counted down on the event loop.
 
     Every record of the call shares one delivery callback (`delivered`): a `functools.partial`
     per record, to carry its index, cost about a third of the producer's CPU per request. A
@@ -64,39 +69,32 @@ class _Pending:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, records: Sequence[tuple[bytes, bytes]]):
-        self.loop = loop
         self.records = records
         self.remaining = len(records)
         self.refusals: dict[int, str] = {}  # by index: refused by the client at once
         self.reports: list[tuple[bytes | None, bytes | None, str]] = []  # failed deliveries
         self.done = loop.create_future()
-        self.lock = threading.Lock()
         if not records:
             self.done.set_result(None)
 
     def delivered(self, err: KafkaError | None, msg: Message | None) -> None:
-        """The broker's report on one record (poll thread)."""
-        with self.lock:
-            if err is not None:
-                key, value = (msg.key(), msg.value()) if msg is not None else (None, None)
-                self.reports.append((key, value, str(err)))
-            self.remaining -= 1
-            finished = self.remaining == 0
-        if finished:
-            self.loop.call_soon_threadsafe(self._finish)
+        """The broker's report on one record."""
+        if err is not None:
+            key, value = (msg.key(), msg.value()) if msg is not None else (None, None)
+            self.reports.append((key, value, str(err)))
+        self._count_down()
 
     def refused(self, index: int, err: KafkaError) -> None:
-        """A record the client did not take (the event loop's thread)."""
-        with self.lock:
-            self.refusals[index] = str(err)
-            self.remaining -= 1
-            finished = self.remaining == 0
-        if finished:
-            self._finish()
+        """A record the client did not take."""
+        self.refusals[index] = str(err)
+        self._count_down()
 
-    def _finish(self) -> None:
-        if not self.done.done():
-            self.done.set_result(None)
+    def _count_down(self) -> None:
+        self.remaining -= 1
+        if self.remaining == 0 and not self.done.done():
+            # A report served by `close` after its loop ended has nobody left to tell.
+            with contextlib.suppress(RuntimeError):
+                self.done.set_result(None)
 
     def outcome(self, *, timed_out: bool) -> Delivery:
         """The failed records by index; after a timeout, every record not known to be acked.
@@ -106,9 +104,8 @@ class _Pending:
         the duplicates. The timeout is a backstop: librdkafka reports a record that outlives
         `message.timeout.ms` itself, 5 s before it.
         """
-        with self.lock:
-            failed = dict(self.refusals)
-            reports = list(self.reports)
+        failed = dict(self.refusals)
+        reports = self.reports
         if reports:
             unclaimed: dict[tuple[bytes, bytes], deque[int]] = defaultdict(deque)
             for index, record in enumerate(self.records):
@@ -128,7 +125,12 @@ class _Pending:
 
 
 class KafkaEventProducer:
-    """A confluent-kafka producer with a poll thread that resolves asyncio waiters."""
+    """A confluent-kafka producer whose delivery reports resolve asyncio waiters.
+
+    Its reports are served by a task on the running event loop (one per loop it is used on),
+    which polls every millisecond while records are in flight and sleeps otherwise. Use it
+    from one event loop at a time.
+    """
 
     def __init__(self, settings: Settings, extra: dict[str, object] | None = None) -> None:
         timeout_ms = settings.api.kafka_delivery_timeout_ms
@@ -154,19 +156,32 @@ class KafkaEventProducer:
                 **(extra or {}),
             }
         )
-        self._running = True
-        self._thread = threading.Thread(target=self._poll, name="kafka-poll", daemon=True)
-        self._thread.start()
+        self._server: asyncio.Task[None] | None = None
+        self._in_flight = asyncio.Event()
 
-    def _poll(self) -> None:
-        while self._running:
-            self._producer.poll(0.05)
+    def _serve_reports_here(self) -> None:
+        """Start serving delivery reports on the running loop, unless already done."""
+        loop = asyncio.get_running_loop()
+        if self._server is None or self._server.done() or self._server.get_loop() is not loop:
+            self._in_flight = asyncio.Event()
+            self._server = loop.create_task(self._serve_reports(), name="kafka-reports")
+        self._in_flight.set()
+
+    async def _serve_reports(self) -> None:
+        """Run the delivery callbacks on this loop; wait for records when there are none."""
+        while True:
+            if len(self._producer) == 0:  # nothing queued, in flight or to report
+                self._in_flight.clear()
+                await self._in_flight.wait()
+            served = self._producer.poll(0)
+            await asyncio.sleep(0 if served else 0.001)
 
     async def enqueue(
         self, topic: str, records: Sequence[tuple[bytes, bytes]]
     ) -> Awaitable[Delivery]:
         """Produce `records` (key, value) to `topic` in order; return an awaitable outcome."""
         pending = _Pending(asyncio.get_running_loop(), records)
+        self._serve_reports_here()
         # One `produce_batch` call per request, not one `produce` per record: the records are
         # handed to librdkafka in one C loop (each still partitioned by its key).
         indexes = list(range(len(records)))
@@ -201,7 +216,7 @@ class KafkaEventProducer:
     async def _room_for(self, count: int) -> None:
         """Wait until the client's queue has room for `count` more records.
 
-        The poll thread drains it; waiting first means a batch is rarely refused halfway.
+        Serving reports drains it; waiting first means a batch is rarely refused halfway.
         """
         while len(self._producer) + count > self._max_queued and len(self._producer) > 0:
             await asyncio.sleep(0.005)
@@ -214,7 +229,8 @@ class KafkaEventProducer:
         return pending.outcome(timed_out=False)
 
     def close(self) -> None:
-        """Flush what is queued (bounded by the delivery timeout) and stop the poll thread."""
+        """Flush what is queued (bounded by the delivery timeout), serving its reports here."""
+        if self._server is not None:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: it is gone too
+                self._server.cancel()
         self._producer.flush(self._timeout_s)
-        self._running = False
-        self._thread.join(timeout=5)

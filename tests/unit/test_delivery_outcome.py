@@ -38,7 +38,6 @@ def outcome(
         for index, failed in reports:
             error = KafkaError(KafkaError._MSG_TIMED_OUT) if failed else None  # noqa: SLF001
             pending.delivered(error, Report(*RECORDS[index]))  # type: ignore[arg-type]
-        await asyncio.sleep(0)  # the poll thread's `call_soon_threadsafe` runs
         return pending.outcome(timed_out=timed_out), pending.done.done()
 
     return asyncio.run(run())
