@@ -7,6 +7,7 @@ it rejects). `tests/api/test_envelope.py` holds the two to that contract.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from meterstream.events import ACCOUNT_ID, MAX_ID_LENGTH, parse_time
@@ -14,6 +15,34 @@ from meterstream.events import ACCOUNT_ID, MAX_ID_LENGTH, parse_time
 #: Account ids seen to be well-formed: batches name the same accounts again and again.
 _GOOD_ACCOUNTS: set[str] = set()
 MAX_REMEMBERED = 100_000
+#: An RFC 3339 time (`events.RFC3339`) with every field in range but the day of the month.
+_IN_RANGE = re.compile(
+    r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[Tt]([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,9})?"
+    r"([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)"
+)
+#: Dates (`YYYY-MM-DD`) of times `parse_time` accepted: a batch's events share a few days.
+_GOOD_DATES: set[str] = set()
+
+
+def valid_time(value: str) -> bool:
+    """Whether `events.parse_time` accepts `value`, mostly without parsing it.
+
+    A time in range on a date already seen valid is valid, except in years 1 and 9999, where
+    an offset can take it out of the range of a UTC datetime.
+
+    >>> valid_time("2026-10-31T23:59:59.250Z"), valid_time("2026-02-29T00:00:00Z")
+    (True, False)
+    """
+    in_range = _IN_RANGE.fullmatch(value) is not None
+    if in_range and value[:10] in _GOOD_DATES:
+        return True
+    if parse_time(value) is None:
+        return False
+    if in_range and value[:4] not in ("0001", "9999"):
+        if len(_GOOD_DATES) >= MAX_REMEMBERED:
+            _GOOD_DATES.clear()
+        _GOOD_DATES.add(value[:10])
+    return True
 
 
 def accepted_ids(doc: dict[str, Any]) -> tuple[str, str] | None:
@@ -55,6 +84,6 @@ def accepted_ids(doc: dict[str, Any]) -> tuple[str, str] | None:
         if len(_GOOD_ACCOUNTS) >= MAX_REMEMBERED:
             _GOOD_ACCOUNTS.clear()
         _GOOD_ACCOUNTS.add(account)
-    if parse_time(when) is None:
+    if not valid_time(when):
         return None
     return event_id, account
