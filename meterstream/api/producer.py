@@ -6,7 +6,7 @@ broker has acknowledged it, never when it is merely queued in the client.
 Delivery reports are served on the event loop (`KafkaEventProducer._serve_reports`), not by a
 poll thread: with a thread, each of a request's 1,000 reports took the GIL from the loop in
 turn. Measured with `python -m meterstream.bench.api_only 200000 3`, three pairs interleaved:
-the API accepted 1.03-1.19x the events per second, with 0-14% less server CPU per request.
+the API accepted 1.03-1.19x the events per second, with up to 14% less server CPU per request.
 """
 
 from __future__ import annotations
