@@ -16,6 +16,7 @@ from meterstream.api.ratelimit import Limit, RateLimiter, retry_after
 from meterstream.api.store import Store
 from meterstream.config import Settings
 
+#: Cached (organisation, account) answers, and accounts in cached lists, at most.
 MAX_CACHED = 500_000
 #: An organisation with at most this many accounts is cached whole (one query per `ttl_s`).
 MAX_ORGANISATION_SET = 50_000
@@ -45,7 +46,9 @@ class AccountDirectory:
         members = self._members.get(org_id)
         if members is None or members[0] <= now:
             listed = await self._store.organisation_accounts(org_id, MAX_ORGANISATION_SET)
-            if len(self._members) > MAX_CACHED // MAX_ORGANISATION_SET:
+            self._members.pop(org_id, None)
+            held = sum(len(accounts or ()) for _, accounts in self._members.values())
+            if held + len(listed or ()) > MAX_CACHED:
                 self._members.clear()
             members = self._members[org_id] = (now + self._ttl, listed)
         wanted = set(account_ids)

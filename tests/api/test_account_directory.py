@@ -28,20 +28,33 @@ class Clock:
         return self.now
 
 
+class CountingStore(Store):
+    """The real store, counting how often an organisation's list is read."""
+
+    lists_read = 0
+
+    async def organisation_accounts(self, org_id: str, limit: int) -> frozenset[str] | None:
+        CountingStore.lists_read += 1
+        return await super().organisation_accounts(org_id, limit)
+
+
 def ask(
-    stack: Settings, clock: Clock, questions: Iterable[tuple[str, list[str]]]
+    stack: Settings,
+    clock: Clock,
+    questions: Iterable[tuple[str, list[str]]],
+    step_s: float = 1.0,
 ) -> list[set[str]]:
-    """Ask one directory (one open store) each (organisation, accounts) question in turn."""
+    """Ask one directory (one open store) each question in turn, `step_s` apart."""
 
     async def run() -> list[set[str]]:
-        store = Store(stack, max_size=2)
+        store = CountingStore(stack, max_size=2)
         await store.open()
         try:
             directory = AccountDirectory(store, TTL_S, clock)
             answers = []
             for org_id, accounts in questions:
                 answers.append(await directory.owned(org_id, accounts))
-                clock.now += 1.0
+                clock.now += step_s
             return answers
         finally:
             await store.close()
@@ -108,3 +121,16 @@ def test_directory_of_an_organisation_too_large_to_list_asks_per_account(
     answers = ask(stack, Clock(), [(ours.org_id, question), (theirs.org_id, question)])
 
     assert answers == [set(ours.accounts), set(theirs.accounts)]
+
+
+def test_directory_keeps_many_organisations_lists_for_the_ttl(
+    stack: Settings, make_tenant: Callable[..., Tenant]
+) -> None:
+    tenants = [make_tenant(1) for _ in range(12)]
+    questions = [(t.org_id, t.accounts) for t in tenants] * 2
+    CountingStore.lists_read = 0
+
+    answers = ask(stack, Clock(), questions, step_s=0.0)
+
+    assert answers == [set(t.accounts) for t in tenants] * 2
+    assert CountingStore.lists_read == len(tenants)  # each list read once, none evicted
