@@ -98,13 +98,11 @@ def serve(
         )
         uvicorn.run("meterstream.api.app:worker_app", factory=True, workers=workers, **options)
         return
-    producer = KafkaEventProducer(settings)
-    app = create_app(settings, producer)
+    # The app flushes the producer when it shuts down: uvicorn re-raises a SIGTERM once it
+    # has finished, so code after `run` does not run then.
+    app = create_app(settings, KafkaEventProducer(settings), close_producer=True)
     tune_gc()
-    try:
-        uvicorn.Server(uvicorn.Config(app, **options)).run()
-    finally:
-        producer.close()
+    uvicorn.Server(uvicorn.Config(app, **options)).run()
 
 
 def upload(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from typing import Protocol
 from confluent_kafka import KafkaError, Message, Producer
 
 from meterstream.config import Settings
+
+LOG = logging.getLogger(__name__)
 
 #: Records the client may hold (queued or in flight) before `enqueue` waits.
 MAX_QUEUED = 200_000
@@ -173,7 +176,11 @@ class KafkaEventProducer:
             if len(self._producer) == 0:  # nothing queued, in flight or to report
                 self._in_flight.clear()
                 await self._in_flight.wait()
-            served = self._producer.poll(0)
+            try:
+                served = self._producer.poll(0)
+            except Exception:  # a callback raised: the other requests still need their reports
+                LOG.exception("serving Kafka delivery reports")
+                served = 1
             await asyncio.sleep(0 if served else 0.001)
 
     async def enqueue(

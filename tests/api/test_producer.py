@@ -6,8 +6,9 @@ import asyncio
 import dataclasses
 
 import pytest
+from confluent_kafka import Message
 
-from meterstream.api.producer import KafkaEventProducer, send
+from meterstream.api.producer import Delivery, KafkaEventProducer, _Pending, send
 from meterstream.config import Settings
 from tests.api.conftest import read_topic
 
@@ -57,3 +58,37 @@ def test_producer_unknown_topic_fails_every_record_in_time(stack: Settings) -> N
         producer.close()
 
     assert sorted(delivery.failed) == [0, 1, 2]
+
+
+def test_producer_keeps_serving_reports_after_a_callback_raised(
+    stack: Settings, topics: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw, _ = topics
+    settings = dataclasses.replace(
+        stack, api=dataclasses.replace(stack.api, kafka_delivery_timeout_ms=2_000)
+    )
+    delivered = _Pending.delivered
+
+    def fails_on_boom(self: _Pending, err: object, msg: Message | None) -> None:
+        if msg is not None and msg.value() == b"boom":
+            problem = "a delivery callback that fails"
+            raise RuntimeError(problem)
+        delivered(self, err, msg)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_Pending, "delivered", fails_on_boom)
+    producer = KafkaEventProducer(settings)
+
+    async def both() -> list[Delivery]:
+        # Both in flight at once: the second's reports come after the one that raises.
+        return await asyncio.gather(
+            send(producer, raw, [(b"acct-1", b"boom")]),
+            send(producer, raw, [(b"acct-1", b"fine"), (b"acct-2", b"fine too")]),
+        )
+
+    try:
+        first, second = asyncio.run(both())
+    finally:
+        producer.close()
+
+    assert first.failed == {0: "no acknowledgement in time"}  # its report was lost: backstop
+    assert second.ok
