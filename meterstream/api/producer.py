@@ -191,7 +191,7 @@ class KafkaEventProducer:
         self._serve_reports_here()
         # One `produce_batch` call per request, not one `produce` per record: the records are
         # handed to librdkafka in one C loop (each still partitioned by its key).
-        indexes = list(range(len(records)))
+        indexes: Sequence[int] = range(len(records))  # the records still to hand over
         messages = [
             {"key": key, "value": value, "callback": pending.delivered} for key, value in records
         ]
