@@ -49,42 +49,64 @@ SELECT payload, arrived_at, kafka_topic, kafka_partition, kafka_offset,
 FROM {source}
 """
 
-FAST_OR_PYTHON_CHECKED_EVENTS = """
-CREATE TEMPORARY VIEW checked_events AS
+JVM_CHECKED_EVENTS = """
+CREATE TEMPORARY VIEW jvm_checked_events AS
 SELECT payload, arrived_at, fast AS c, FALSE AS by_python
 FROM fast_checked_events
 WHERE fast IS NOT NULL
-UNION ALL
-SELECT payload, arrived_at, CAST(ROW({fields}) AS {row_type}) AS c, TRUE AS by_python
+"""
+
+PYTHON_CHECKED_ROWS = """
+CREATE TEMPORARY VIEW python_checked_rows AS
+SELECT payload, arrived_at, t.*
 FROM (SELECT * FROM fast_checked_events WHERE fast IS NULL) AS undecided,
      LATERAL TABLE(check_event_rows(payload, kafka_topic, kafka_partition, kafka_offset,
                                     arrived_at)) AS t({names})
 """
 
+PYTHON_CHECKED_EVENTS = """
+CREATE TEMPORARY VIEW python_checked_events AS
+SELECT payload, arrived_at, CAST(ROW({names}) AS {row_type}) AS c, TRUE AS by_python
+FROM python_checked_rows
+"""
+
+FAST_OR_PYTHON_CHECKED_EVENTS = """
+CREATE TEMPORARY VIEW checked_events AS
+SELECT * FROM jvm_checked_events
+UNION ALL
+SELECT * FROM python_checked_events
+"""
+
+# Validated and zoned per branch of checked rows ({branch}: `checked`, or `jvm_checked` and
+# `python_checked` with the fast path), united only after the time-zone lookup. Python's
+# branch reads the table function's own columns ({c} empty), not the ROW built from them: a
+# filter on a field of that CAST(ROW(...)) made Flink 2.2's planner generate code reading the
+# wrong input fields ("Table program cannot be compiled"). An operator
+# that follows a UNION ALL cannot be chained to the one before it, so a lookup above the
+# union ran in a task of its own, and every event crossed a thread (serialised, buffered,
+# read back) on its way there; below it, the lookup runs in the source's task.
 VALIDATED_EVENTS = """
-CREATE TEMPORARY VIEW validated_events AS
-SELECT c.event_id AS event_id, c.account_id AS account_id, c.meter AS meter,
-       c.aggregation AS aggregation, c.event_time_ms AS event_time_ms,
-       TO_TIMESTAMP_LTZ(c.event_time_ms, 3) AS event_time, c.dimensions AS dimensions,
-       c.quantity AS quantity, c.unique_value AS unique_value, c.dedup_key AS dedup_key,
-       c.fingerprint AS fingerprint, c.source_topic AS source_topic,
-       c.source_partition AS source_partition, c.source_offset AS source_offset,
+CREATE TEMPORARY VIEW validated_{branch}_events AS
+SELECT {c}event_id AS event_id, {c}account_id AS account_id, {c}meter AS meter,
+       {c}aggregation AS aggregation, {c}event_time_ms AS event_time_ms,
+       TO_TIMESTAMP_LTZ({c}event_time_ms, 3) AS event_time, {c}dimensions AS dimensions,
+       {c}quantity AS quantity, {c}unique_value AS unique_value, {c}dedup_key AS dedup_key,
+       {c}fingerprint AS fingerprint, {c}source_topic AS source_topic,
+       {c}source_partition AS source_partition, {c}source_offset AS source_offset,
        payload, arrived_at, PROCTIME() AS proc_time
-FROM checked_events
-WHERE c.reason IS NULL
+FROM {rows}
+WHERE {c}reason IS NULL
 """
 
 # Each account's billing time zone, from PostgreSQL through a cached lookup (UTC by default).
 ZONED_EVENTS = """
-CREATE TEMPORARY VIEW zoned_events AS
 SELECT v.*, COALESCE(z.time_zone, 'UTC') AS time_zone
-FROM validated_events AS v
+FROM validated_{branch}_events AS v
 LEFT JOIN {time_zones} FOR SYSTEM_TIME AS OF v.proc_time AS z ON v.account_id = z.account_id
 """
 
 UTC_EVENTS = """
-CREATE TEMPORARY VIEW zoned_events AS
-SELECT *, 'UTC' AS time_zone FROM validated_events
+SELECT *, 'UTC' AS time_zone FROM validated_{branch}_events
 """
 
 # The period is the local calendar month of the event time. An event is too late when it
@@ -189,18 +211,31 @@ def define_workflow(
         t_env.create_temporary_system_function("check_event_rows", check_event_rows_udtf(registry))
         checked = [
             FAST_CHECKED_EVENTS.format(source=source, spec=spec),
-            FAST_OR_PYTHON_CHECKED_EVENTS.format(
-                row_type=CHECKED_EVENT_SQL,
-                fields=", ".join(f"t.{name}" for name in CHECKED_EVENT.names),
-                names=", ".join(CHECKED_EVENT.names),
+            JVM_CHECKED_EVENTS,
+            PYTHON_CHECKED_ROWS.format(names=", ".join(CHECKED_EVENT.names)),
+            PYTHON_CHECKED_EVENTS.format(
+                row_type=CHECKED_EVENT_SQL, names=", ".join(CHECKED_EVENT.names)
             ),
+            FAST_OR_PYTHON_CHECKED_EVENTS,
         ]
+        branches = {
+            "jvm_checked": ("jvm_checked_events", "c."),
+            "python_checked": ("python_checked_rows", ""),
+        }
     else:
         checked = [CHECKED_EVENTS.format(source=source)]
+        branches = {"checked": ("checked_events", "c.")}
+    zoned = (
+        ZONED_EVENTS.format(branch="{branch}", time_zones=time_zones) if time_zones else UTC_EVENTS
+    )
     for view in (
         *checked,
-        VALIDATED_EVENTS,
-        ZONED_EVENTS.format(time_zones=time_zones) if time_zones else UTC_EVENTS,
+        *(
+            VALIDATED_EVENTS.format(branch=branch, rows=rows, c=c)
+            for branch, (rows, c) in branches.items()
+        ),
+        "CREATE TEMPORARY VIEW zoned_events AS\n"
+        + "UNION ALL".join(zoned.format(branch=branch) for branch in branches),
         ACCEPTED_EVENTS.format(lateness_hours=int(settings.flink.allowed_lateness_hours)),
         ARRIVALS,
         UNIQUE_EVENTS,

@@ -93,6 +93,21 @@ def test_workflow_looks_up_each_accounts_time_zone_with_a_cached_lookup_join(
     )
 
 
+def test_workflow_unites_the_checked_branches_only_where_the_dedup_shuffles(
+    optimized_plan: str,
+) -> None:
+    # An operator after a UNION ALL is never chained to the one before it: a lookup above the
+    # union ran in a task of its own. Each branch now looks up its own rows, in the source's
+    # task, and the union feeds the dedup operator's exchange directly.
+    dedup_input = optimized_plan.split("OverAggregate(", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert "Exchange(distribution=[hash[account_id, dedup_key]])" in dedup_input[1]
+    assert "Union(all=[true]" in dedup_input[2]
+    lookups = [i for i, line in enumerate(dedup_input) if "LookupJoin(" in line]
+    assert len(lookups) == 2
+    assert all(i > 2 for i in lookups)
+    assert optimized_plan.count("LookupJoin(") == 2
+
+
 def test_workflow_writes_aggregates_and_both_rejection_sinks(optimized_plan: str) -> None:
     for sink in ("usage_aggregates", "rejected_events]", "rejected_events_topic", "late_events"):
         assert f"Sink(table=[default_catalog.default_database.{sink}" in optimized_plan
