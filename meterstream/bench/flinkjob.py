@@ -384,14 +384,14 @@ def launch(
     return run
 
 
-def _observed(argv: list[str]) -> list[str]:
+def observed(argv: list[str]) -> list[str]:
     """Run a job's command line through `meterstream.bench.jobwrap` (fresh metrics only)."""
     return [argv[0], "-m", "meterstream.bench.jobwrap", *argv[1:]]
 
 
 def aggregate_argv(options: JobOptions) -> list[str]:
     """The real aggregation job's command line (`jobs/aggregate_usage.py`)."""
-    return _observed(options.argv())
+    return observed(options.argv())
 
 
 def blackhole_argv(
@@ -412,4 +412,4 @@ def blackhole_argv(
     ]
     if bounded:
         argv.append("--bounded")
-    return _observed(argv)
+    return observed(argv)

@@ -1,0 +1,208 @@
+r"""The aggregation job built up stage by stage, each stage's rate on the same topic (a script).
+
+    .venv/bin/python bench/pipeline_stages.py --records 2000000
+    .venv/bin/python bench/pipeline_stages.py --records 2000000 --stages check dedup
+
+Where is the pipeline's throughput lost? Each stage is the one before it plus one part of the
+real job, built from the job's own SQL (`meterstream.flink.workflow`, `sqlgen`), drained from
+the same pre-produced topic as `bench/pipeline_ab.py` (`--records` picks it; produced on first
+use), at parallelism 1, into a blackhole unless said:
+
+    read       the Kafka source alone (`jobs/read_blackhole.py`)
+    check      + the JVM check of every event, its billing period and lateness (UTC)
+    dedup      + the dedup operator (RocksDB, 35-day TTL); first arrivals out
+    aggregate  + the per-account, per-period figures (two-phase, RocksDB)
+    jdbc       the same into PostgreSQL's `usage_aggregates` (idempotent upserts)
+    full       the real job (`jobs/aggregate_usage.py`): + the Python rules for what the JVM
+               does not answer, the time-zone lookup, the validation log (PostgreSQL and
+               Kafka), late events and the audit archive
+    full-no-archive  the real job with `--no-archive`
+
+The stages leave out the events the JVM check does not answer (~1.5%); `full` includes them.
+Needs the local stack (`meterstream up`). Prints each stage's steady rate and busiest threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from meterstream.bench import pipeline
+from meterstream.bench.flinkjob import aggregate_argv, blackhole_argv, launch, observed
+from meterstream.config import load_settings
+from meterstream.flink.launch import JobOptions
+
+STAGES = ("read", "check", "dedup", "aggregate", "jdbc", "full-no-archive", "full")
+
+FIRST_ARRIVALS_SINK = """
+CREATE TEMPORARY TABLE first_arrivals (
+    account_id STRING, meter STRING, period_start DATE, dimensions STRING,
+    quantity DECIMAL(38, 9), unique_value STRING, arrived_at TIMESTAMP_LTZ(3)
+) WITH ('connector' = 'blackhole')
+"""
+
+CHECKED_SINK = """
+CREATE TEMPORARY TABLE checked (
+    event_id STRING, account_id STRING, dedup_key STRING, period_start DATE,
+    too_late BOOLEAN, fingerprint BIGINT
+) WITH ('connector' = 'blackhole')
+"""
+
+
+def run_stage_job(stage: str, topic: str, group_id: str, checkpoint_dir: Path) -> None:
+    """The Flink job of one stage between `check` and `jdbc` (runs in its own process)."""
+    from meterstream.flink import tables, workflow  # noqa: PLC0415 - only in the job's process
+    from meterstream.flink.env import create_table_env  # noqa: PLC0415
+    from meterstream.flink.sqlgen import aggregate_sql  # noqa: PLC0415
+    from meterstream.flink.udfs import (  # noqa: PLC0415
+        FAST_CHECK_EVENT_CLASS,
+        PERIOD_FUNCTIONS,
+        fast_path_spec,
+    )
+    from meterstream.meters.registry import load_registry  # noqa: PLC0415
+
+    settings = load_settings()
+    registry = load_registry(settings.schemas_dir)
+    t_env = create_table_env(settings, job_name=group_id, checkpoint_dir=checkpoint_dir)
+    t_env.execute_sql(
+        tables.kafka_raw_events_ddl(settings, topic=topic, group_id=group_id, bounded=True)
+    )
+    for name, java_class in PERIOD_FUNCTIONS.items():
+        t_env.create_java_temporary_system_function(name, java_class)
+    t_env.create_java_temporary_system_function("fast_check_event", FAST_CHECK_EVENT_CLASS)
+    spec = fast_path_spec(registry).replace("'", "''")
+    lateness = int(settings.flink.allowed_lateness_hours)
+    for view in (
+        workflow.FAST_CHECKED_EVENTS.format(source="raw_events", spec=spec),
+        workflow.JVM_CHECKED_EVENTS,
+        workflow.VALIDATED_EVENTS.format(branch="jvm_checked", rows="jvm_checked_events", c="c."),
+        "CREATE TEMPORARY VIEW zoned_events AS" + workflow.UTC_EVENTS.format(branch="jvm_checked"),
+        workflow.ACCEPTED_EVENTS.format(lateness_hours=lateness),
+        workflow.ARRIVALS,
+        workflow.UNIQUE_EVENTS,
+    ):
+        t_env.execute_sql(view)
+    if stage == "check":
+        t_env.execute_sql(CHECKED_SINK)
+        insert = (
+            "INSERT INTO checked SELECT event_id, account_id, dedup_key, period_start,"
+            " too_late, fingerprint FROM accepted_events"
+        )
+    elif stage == "dedup":
+        t_env.execute_sql(FIRST_ARRIVALS_SINK)
+        insert = (
+            "INSERT INTO first_arrivals SELECT account_id, meter, period_start, dimensions,"
+            " quantity, unique_value, arrived_at FROM unique_events"
+        )
+    else:
+        if stage == "aggregate":
+            sink = "figures"
+            t_env.execute_sql(
+                f"CREATE TEMPORARY TABLE figures ({tables.USAGE_AGGREGATES_COLUMNS})"
+                " WITH ('connector' = 'blackhole')"
+            )
+        else:
+            sink = "usage_aggregates"
+            t_env.execute_sql(tables.jdbc_usage_aggregates_ddl(settings))
+        insert = aggregate_sql(
+            registry,
+            source="unique_events",
+            sink=sink,
+            ttl_days=settings.flink.aggregate_ttl_days,
+        )
+    result = t_env.execute_sql(insert)
+    client = result.get_job_client()
+    if client is not None:
+        print(f"job id: {client.get_job_id()}", flush=True)  # noqa: T201 - the driver reads it
+    result.wait()
+
+
+def stage_argv(stage: str, prefix: str, tag: str, workdir: Path) -> list[str]:
+    """The command line of one stage's job."""
+    topic, group, checkpoints = f"{prefix}-raw", f"bench-{tag}", workdir / "checkpoints" / tag
+    if stage == "read":
+        return blackhole_argv(topic=topic, group_id=group, checkpoint_dir=checkpoints, job_name=tag)
+    if stage.startswith("full"):
+        job = JobOptions(
+            topic=topic,
+            rejected_topic=f"{prefix}-rejected",
+            group_id=group,
+            checkpoint_dir=checkpoints,
+            bounded=True,
+            job_name=group,
+            archive_dir=(workdir / "archive").resolve(),
+        )
+        return aggregate_argv(job) + (["--no-archive"] if stage == "full-no-archive" else [])
+    return observed(
+        [sys.executable, __file__, "--job-stage", stage, "--topic", topic, "--group-id", group]
+        + ["--checkpoint-dir", str(checkpoints)]
+    )
+
+
+def measure_stage(stage: str, topic: dict[str, int | str], workdir: Path, window_s: float) -> None:
+    """Run one stage's job over the topic (time-boxed), print its steady rate and threads."""
+    settings = load_settings()
+    prefix = str(topic["prefix"])
+    if stage in ("jdbc", "full", "full-no-archive"):
+        pipeline.clear_outputs(settings, prefix, f"{prefix}-raw")
+    tag = f"stage-{stage}-{uuid.uuid4().hex[:6]}"
+    run = launch(
+        tag,
+        stage_argv(stage, prefix, tag, workdir),
+        env={"METERSTREAM_FLINK_PARALLELISM": "1"},
+        log=workdir / "logs" / f"{tag}.log",
+        stack_dir=settings.stack_dir,
+    )
+    run.wait_for(lambda: run.read > 0 or run.proc.poll() == 0, 180, "the first record")
+    boxed = time.time() + window_s
+    while run.proc.poll() is None and time.time() < boxed:
+        time.sleep(0.2)
+    if run.proc.poll() is None:
+        run.time_boxed = True
+        run.kill()
+    elif run.wait(30) != 0:
+        msg = f"{tag} failed:\n{run.tail()}"
+        raise RuntimeError(msg)
+    figures = pipeline.measure(run, stage, 1, int(topic["records"]))
+    coarse = " (coarse: RUNNING -> finished)" if figures.coarse else ""
+    print(
+        f"{stage:>16}: {figures.steady_events_per_s:>9,.0f} events/s steady{coarse},"
+        f" {figures.records:,} records in {figures.seconds:.1f} s,"
+        f" load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    for name, cores in figures.cpu_threads[:5]:
+        print(f"{'':>18}{cores:4.2f} cores  {name[:90]}", flush=True)
+    if stage == "full":
+        shutil.rmtree(workdir / "archive", ignore_errors=True)  # the job's audit archive
+
+
+def main() -> None:
+    """Run the stages asked for (all by default), or one stage's job (`--job-stage`)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--records", type=int, default=2_000_000)
+    parser.add_argument("--window", type=float, default=120.0, help="time box per stage, s")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    parser.add_argument("--job-stage", help=argparse.SUPPRESS)
+    parser.add_argument("--topic", help=argparse.SUPPRESS)
+    parser.add_argument("--group-id", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.job_stage:
+        run_stage_job(args.job_stage, args.topic, args.group_id, args.checkpoint_dir)
+        return
+    from pipeline_ab import STATE_DIR, topic_for  # noqa: PLC0415 - next to this script
+
+    topic = topic_for(load_settings(), args.records)
+    print(f"topic {topic['prefix']}-raw: {int(topic['records']):,} records, parallelism 1")
+    for stage in args.stages:
+        measure_stage(stage, topic, STATE_DIR / "work", args.window)
+
+
+if __name__ == "__main__":
+    main()
