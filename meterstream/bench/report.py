@@ -111,6 +111,7 @@ def headline(results: BenchResults) -> list[dict[str, Any]]:  # noqa: PLR0915 - 
             }
         )
 
+    workload_records = (results.workload or {}).get("records")
     for p in results.options.parallelism:
         pipe, hole = _run(results, "pipeline", p), _run(results, "blackhole", p)
         measured = pipe.steady_events_per_s if pipe else None
@@ -127,7 +128,12 @@ def headline(results: BenchResults) -> list[dict[str, Any]]:  # noqa: PLR0915 - 
             if measured is None
             else measured >= TARGETS["pipeline_events_per_s"]
             and (ratio or 0) >= TARGETS["pipeline_vs_blackhole"],
-            note="baseline: bare Flink read of the same topic into a blackhole sink"
+            note="baseline: bare Flink read of the same records into a blackhole sink"
+            + (
+                f" ({hole.records // workload_records} times over, from a topic of their own)"
+                if hole and workload_records and hole.records > workload_records
+                else ""
+            )
             + (
                 "; the blackhole read every record before its first progress sample, so its"
                 " figure is job RUNNING -> finished, task start-up included: a lower bound,"

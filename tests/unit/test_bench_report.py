@@ -8,11 +8,11 @@ from meterstream.bench.pipeline import Throughput
 from meterstream.bench.suite import BenchOptions, BenchResults
 
 
-def _run(job: str, rate: float, *, coarse: bool) -> Throughput:
+def _run(job: str, rate: float, *, coarse: bool, records: int = 1_000) -> Throughput:
     return Throughput(
         job=job,
         parallelism=1,
-        records=1_000,
+        records=records,
         events_per_s=rate,
         steady_events_per_s=rate,
         seconds=1_000 / rate,
@@ -22,11 +22,12 @@ def _run(job: str, rate: float, *, coarse: bool) -> Throughput:
     )
 
 
-def _pipeline_note(blackhole_coarse: bool) -> str:
+def _pipeline_note(blackhole_coarse: bool, blackhole_records: int = 1_000) -> str:
     results = BenchResults(options=BenchOptions(parallelism=(1,)), run_id="x", machine={})
+    results.workload = {"records": 1_000}
     results.throughput = [
         _run("pipeline", 20_000, coarse=False),
-        _run("blackhole", 200_000, coarse=blackhole_coarse),
+        _run("blackhole", 200_000, coarse=blackhole_coarse, records=blackhole_records),
     ]
     rows = report.headline(results)
     return next(r for r in rows if r["figure"] == "1. pipeline throughput, parallelism 1")["note"]
@@ -35,6 +36,11 @@ def _pipeline_note(blackhole_coarse: bool) -> str:
 def test_a_blackhole_too_fast_to_sample_is_reported_as_a_lower_bound() -> None:
     assert "lower bound" in _pipeline_note(blackhole_coarse=True)
     assert "lower bound" not in _pipeline_note(blackhole_coarse=False)
+
+
+def test_a_blackhole_that_read_the_records_several_times_over_says_so() -> None:
+    assert "5 times over" in _pipeline_note(blackhole_coarse=False, blackhole_records=5_000)
+    assert "times over" not in _pipeline_note(blackhole_coarse=False)
 
 
 def test_the_api_is_judged_by_its_median_round_against_the_median_raw_produce() -> None:
