@@ -248,7 +248,6 @@ def run_bench(settings: Settings, options: BenchOptions, say: Say = print) -> Be
         _phase(ctx, "raw produce baseline", lambda: _produce(ctx))
         for p in options.parallelism:
             _phase(ctx, f"pipeline p={p}", lambda p=p: _throughput(ctx, "pipeline", p))
-            _phase(ctx, f"blackhole p={p}", lambda p=p: _throughput(ctx, "blackhole", p))
         if options.python_baseline:
             # The pipeline as it was before the JVM fast path: every event through Python.
             _phase(ctx, "pipeline-python p=1", lambda: _throughput(ctx, "pipeline-python", 1))
@@ -256,6 +255,10 @@ def run_bench(settings: Settings, options: BenchOptions, say: Say = print) -> Be
             _phase(ctx, "state, freshness, recovery", lambda: _live(ctx))
         if options.cluster_recovery:
             _phase(ctx, "recovery on a standalone cluster", lambda: _cluster_recovery(ctx))
+        # Last: producing the blackhole's topic writes ~1.8 GB, which must not disturb the
+        # timed phases above.
+        for p in options.parallelism:
+            _phase(ctx, f"blackhole p={p}", lambda p=p: _throughput(ctx, "blackhole", p))
     finally:
         if not options.keep_topics:
             topics = ("raw", "rejected", "batch", "reads", "live", "cluster")
