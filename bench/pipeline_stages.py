@@ -28,12 +28,11 @@ import argparse
 import os
 import shutil
 import sys
-import time
 import uuid
 from pathlib import Path
 
 from meterstream.bench import pipeline
-from meterstream.bench.flinkjob import aggregate_argv, blackhole_argv, launch, observed
+from meterstream.bench.flinkjob import aggregate_argv, blackhole_argv, observed
 from meterstream.config import load_settings
 from meterstream.flink.launch import JobOptions
 
@@ -151,23 +150,14 @@ def measure_stage(stage: str, topic: dict[str, int | str], workdir: Path, window
     if stage in ("jdbc", "full", "full-no-archive"):
         pipeline.clear_outputs(settings, prefix, f"{prefix}-raw")
     tag = f"stage-{stage}-{uuid.uuid4().hex[:6]}"
-    run = launch(
+    run = pipeline.drain(
+        settings,
         tag,
         stage_argv(stage, prefix, tag, workdir),
         env={"METERSTREAM_FLINK_PARALLELISM": "1"},
-        log=workdir / "logs" / f"{tag}.log",
-        stack_dir=settings.stack_dir,
+        workdir=workdir,
+        window_s=window_s,
     )
-    run.wait_for(lambda: run.read > 0 or run.proc.poll() == 0, 180, "the first record")
-    boxed = time.time() + window_s
-    while run.proc.poll() is None and time.time() < boxed:
-        time.sleep(0.2)
-    if run.proc.poll() is None:
-        run.time_boxed = True
-        run.kill()
-    elif run.wait(30) != 0:
-        msg = f"{tag} failed:\n{run.tail()}"
-        raise RuntimeError(msg)
     figures = pipeline.measure(run, stage, 1, int(topic["records"]))
     coarse = " (coarse: RUNNING -> finished)" if figures.coarse else ""
     print(

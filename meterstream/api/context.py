@@ -38,6 +38,7 @@ class AccountDirectory:
         self._ttl = ttl_s
         self._clock = clock
         self._members: dict[str, tuple[float, frozenset[str] | None]] = {}
+        self._held = 0  # accounts in the cached lists
         self._cache: dict[tuple[str, str], tuple[float, bool]] = {}
 
     async def owned(self, org_id: str, account_ids: Iterable[str]) -> set[str]:
@@ -46,11 +47,13 @@ class AccountDirectory:
         members = self._members.get(org_id)
         if members is None or members[0] <= now:
             listed = await self._store.organisation_accounts(org_id, MAX_ORGANISATION_SET)
-            self._members.pop(org_id, None)
-            held = sum(len(accounts or ()) for _, accounts in self._members.values())
-            if held + len(listed or ()) > MAX_CACHED:
+            if members is not None:
+                self._held -= len(members[1] or ())
+            if self._held + len(listed or ()) > MAX_CACHED:
                 self._members.clear()
+                self._held = 0
             members = self._members[org_id] = (now + self._ttl, listed)
+            self._held += len(listed or ())
         wanted = set(account_ids)
         owned = wanted & members[1] if members[1] is not None else set()
         unknown: list[str] = []

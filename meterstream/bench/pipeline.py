@@ -239,6 +239,36 @@ def run_bounded(
             checkpoint_dir=checkpoints,
             job_name=f"bench-{tag}",
         )
+    return drain(
+        settings,
+        tag,
+        argv,
+        env=env,
+        workdir=workdir,
+        window_s=window_s,
+        profile_at=records // 3,
+        profile_python=job.startswith("pipeline") and parallelism == 1,
+    )
+
+
+def drain(  # noqa: PLR0913 - a job run's parts
+    settings: Settings,
+    tag: str,
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    workdir: Path,
+    window_s: float,
+    profile_at: int | None = None,
+    profile_python: bool = False,
+) -> JobRun:
+    """Run a bounded job's command line until it has read its topic, or is time-boxed.
+
+    A job still reading `window_s` after its first record is killed (`time_boxed`).
+
+    With `profile_at`, the job is profiled once it has read that many records or a third of
+    the time box has passed: past warm-up, well before the end.
+    """
     run = launch(
         tag,
         argv,
@@ -246,10 +276,10 @@ def run_bounded(
         log=workdir / "logs" / f"{tag}.log",
         stack_dir=settings.stack_dir,
     )
-    # Profile a third of the way in: past warm-up, well before the end.
-    run.profile_at = records // 3
-    run.profile_after_s = window_s / 3
-    run.profile_python = job.startswith("pipeline") and parallelism == 1
+    if profile_at is not None:
+        run.profile_at = profile_at
+        run.profile_after_s = window_s / 3
+        run.profile_python = profile_python
     # A short bounded job may finish between two samples: its exit ends the wait too.
     run.wait_for(
         lambda: run.read > 0 or run.proc.poll() == 0, STARTUP_TIMEOUT_S, "the first record"

@@ -78,13 +78,13 @@ SELECT * FROM python_checked_events
 """
 
 # Validated and zoned per branch of checked rows ({branch}: `checked`, or `jvm_checked` and
-# `python_checked` with the fast path), united only after the time-zone lookup. Python's
-# branch reads the table function's own columns ({c} empty), not the ROW built from them: a
-# filter on a field of that CAST(ROW(...)) made Flink 2.2's planner generate code reading the
-# wrong input fields ("Table program cannot be compiled"). An operator
+# `python_checked` with the fast path), united only after the time-zone lookup. An operator
 # that follows a UNION ALL cannot be chained to the one before it, so a lookup above the
 # union ran in a task of its own, and every event crossed a thread (serialised, buffered,
 # read back) on its way there; below it, the lookup runs in the source's task.
+# Python's branch reads the table function's own columns ({c} empty), not the ROW built from
+# them: a filter on a field of that CAST(ROW(...)) made Flink 2.2's planner generate code
+# reading the wrong input fields ("Table program cannot be compiled").
 VALIDATED_EVENTS = """
 CREATE TEMPORARY VIEW validated_{branch}_events AS
 SELECT {c}event_id AS event_id, {c}account_id AS account_id, {c}meter AS meter,
@@ -225,9 +225,7 @@ def define_workflow(
     else:
         checked = [CHECKED_EVENTS.format(source=source)]
         branches = {"checked": ("checked_events", "c.")}
-    zoned = (
-        ZONED_EVENTS.format(branch="{branch}", time_zones=time_zones) if time_zones else UTC_EVENTS
-    )
+    zoned = ZONED_EVENTS if time_zones else UTC_EVENTS
     for view in (
         *checked,
         *(
@@ -235,7 +233,9 @@ def define_workflow(
             for branch, (rows, c) in branches.items()
         ),
         "CREATE TEMPORARY VIEW zoned_events AS\n"
-        + "UNION ALL".join(zoned.format(branch=branch) for branch in branches),
+        + "UNION ALL".join(
+            zoned.format(branch=branch, time_zones=time_zones) for branch in branches
+        ),
         ACCEPTED_EVENTS.format(lateness_hours=int(settings.flink.allowed_lateness_hours)),
         ARRIVALS,
         UNIQUE_EVENTS,
