@@ -9,16 +9,15 @@ the same pre-produced topic as `bench/pipeline_ab.py` (`--records` picks it; pro
 use), at parallelism 1, into a blackhole unless said:
 
     read       the Kafka source alone (`jobs/read_blackhole.py`)
-    check      + the JVM check of every event, its billing period and lateness (UTC)
+    check      + the check of every record (JVM fast path, Python rules in place for the
+               rest), its billing period and lateness (UTC)
     dedup      + the dedup operator (RocksDB, 35-day TTL); first arrivals out
     aggregate  + the per-account, per-period figures (two-phase, RocksDB)
     jdbc       the same into PostgreSQL's `usage_aggregates` (idempotent upserts)
-    full       the real job (`jobs/aggregate_usage.py`): + the Python rules for what the JVM
-               does not answer, the time-zone lookup, the validation log (PostgreSQL and
-               Kafka), late events and the audit archive
+    full       the real job (`jobs/aggregate_usage.py`): + the time-zone lookup, the
+               validation log (PostgreSQL and Kafka), late events and the audit archive
     full-no-archive  the real job with `--no-archive`
 
-The stages leave out the events the JVM check does not answer (~1.5%); `full` includes them.
 Needs the local stack (`meterstream up`). Prints each stage's steady rate and busiest threads.
 """
 
@@ -58,11 +57,7 @@ def run_stage_job(stage: str, topic: str, group_id: str, checkpoint_dir: Path) -
     from meterstream.flink import tables, workflow  # noqa: PLC0415 - only in the job's process
     from meterstream.flink.env import create_table_env  # noqa: PLC0415
     from meterstream.flink.sqlgen import aggregate_sql  # noqa: PLC0415
-    from meterstream.flink.udfs import (  # noqa: PLC0415
-        FAST_CHECK_EVENT_CLASS,
-        PERIOD_FUNCTIONS,
-        fast_path_spec,
-    )
+    from meterstream.flink.udfs import register_check_event  # noqa: PLC0415
     from meterstream.meters.registry import load_registry  # noqa: PLC0415
 
     settings = load_settings()
@@ -71,16 +66,12 @@ def run_stage_job(stage: str, topic: str, group_id: str, checkpoint_dir: Path) -
     t_env.execute_sql(
         tables.kafka_raw_events_ddl(settings, topic=topic, group_id=group_id, bounded=True)
     )
-    for name, java_class in PERIOD_FUNCTIONS.items():
-        t_env.create_java_temporary_system_function(name, java_class)
-    t_env.create_java_temporary_system_function("fast_check_event", FAST_CHECK_EVENT_CLASS)
-    spec = fast_path_spec(registry).replace("'", "''")
+    register_check_event(t_env, registry, fast_path=settings.flink.fast_path)
     lateness = int(settings.flink.allowed_lateness_hours)
     for view in (
-        workflow.FAST_CHECKED_EVENTS.format(source="raw_events", spec=spec),
-        workflow.JVM_CHECKED_EVENTS,
-        workflow.VALIDATED_EVENTS.format(branch="jvm_checked", rows="jvm_checked_events", c="c."),
-        "CREATE TEMPORARY VIEW zoned_events AS" + workflow.UTC_EVENTS.format(branch="jvm_checked"),
+        workflow.CHECKED_EVENTS.format(source="raw_events"),
+        workflow.VALIDATED_EVENTS,
+        workflow.UTC_EVENTS,
         workflow.ACCEPTED_EVENTS.format(lateness_hours=lateness),
         workflow.ARRIVALS,
         workflow.UNIQUE_EVENTS,

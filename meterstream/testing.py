@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 
@@ -175,3 +175,173 @@ def generate(
             # A client retry: the same record again, a little later in the stream.
             records.append(rng.choice(sent[-50:]))
     return records
+
+
+#: Billing time zones of the adversarial generator's accounts: UTC, both sides of the date
+#: line (+14 and -11), and half- and quarter-hour offsets.
+ADVERSARIAL_ZONES = (
+    "UTC",
+    "Pacific/Kiritimati",
+    "Pacific/Pago_Pago",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "America/Los_Angeles",
+)
+
+#: A string the JVM fast path leaves to the Python rules (a quote and a backslash need
+#: escaping in canonical JSON), so that a record carrying it takes the other path.
+PYTHON_PATH_TEXT = 'x/y "q" \\ é'
+
+
+#: Shares of the adversarial stream: malformed records, exact retries, conflicting repeats,
+#: instants spelled oddly; values past 2^53, odd strings and extra fields in `data`.
+ADVERSARIAL_SHARES = {
+    "malformed": 0.04,
+    "retry": 0.10,
+    "conflict": 0.08,
+    "odd_instant": 0.25,
+    "big_integer": 0.05,
+    "odd_string": 0.05,
+    "extra_field": 0.05,
+}
+
+
+def _odd_instant(moment: datetime, rng: random.Random) -> str:
+    """`moment` spelled one of the ways RFC 3339 allows (or nearly: the rules decide)."""
+    spellings = (
+        lambda: moment.isoformat(),  # noqa: PLW0108 - one spelling among lambdas
+        lambda: moment.astimezone(timezone(timedelta(hours=5, minutes=30))).isoformat(),
+        lambda: moment.astimezone(timezone(timedelta(hours=-11))).isoformat(),
+        lambda: rfc3339(moment).replace("T", "t").replace("Z", "z"),
+        lambda: moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z",
+        lambda: moment.strftime("%Y-%m-%d %H:%M:%SZ"),
+        lambda: moment.strftime("%Y-%m-%dT%H:%M:%S-00:00"),
+    )
+    return rng.choice(spellings)()
+
+
+ADVERSARIAL_MALFORMED = (
+    b"",
+    b"null",
+    b"[1, 2]",
+    b'"a string"',
+    b'{"id": "truncated',
+    b'{"specversion": "1.0", "id": "dup", "id": "dup2"}',
+    b"\xff\xfe not utf-8",
+    b'{"data": NaN}',
+)
+
+
+def _malformed_event(event: dict[str, Any], kind: int, rng: random.Random) -> bytes:
+    """One of ~20 ways to get an event wrong; the rest of it is a valid llm_tokens event."""
+    bad = json.loads(json.dumps(event))
+    now = datetime.now(UTC)
+    edits: tuple[Any, ...] = (
+        lambda: bad.pop("subject"),
+        lambda: bad.update(id=""),
+        lambda: bad.update(id="i" * 257),
+        lambda: bad.update(subject="has spaces"),
+        lambda: bad.update(time="31/10/2026 23:59"),
+        lambda: bad.update(time=rfc3339(now + timedelta(hours=2))),
+        lambda: bad.update(time=rfc3339(now - timedelta(days=40))),
+        lambda: bad.update(type="teleportations"),
+        lambda: bad.update(dataschema="schemas/llm_tokens/v9"),
+        lambda: bad.update(data=[1, 2]),
+        lambda: bad.update(data=None),
+        lambda: bad["data"].update(tokens="five"),
+        lambda: bad["data"].update(tokens=-5),
+        lambda: bad["data"].update(tokens=10**30),
+        lambda: bad["data"].update(tokens=True),
+        lambda: bad["data"].pop("model"),
+    )
+    index = kind % (len(edits) + len(ADVERSARIAL_MALFORMED))
+    if index >= len(edits):
+        return ADVERSARIAL_MALFORMED[index - len(edits)]
+    edits[index]()
+    return json.dumps(bad, ensure_ascii=rng.random() < 1 / 2).encode()
+
+
+def _adversarial_data(meter: str, rng: random.Random) -> dict[str, Any]:
+    """`sample_data`, sometimes with values past 2^53, odd strings or an extra field."""
+    data = sample_data(meter, rng)
+    roll = rng.random() - ADVERSARIAL_SHARES["big_integer"]
+    if roll < 0:
+        if meter == "llm_tokens":
+            data["tokens"] = 2**53 + rng.randrange(1, 1000)
+        return data
+    roll -= ADVERSARIAL_SHARES["odd_string"]
+    if roll < 0:
+        if meter == "llm_tokens":
+            data["model"] = rng.choice([PYTHON_PATH_TEXT, "modèle-ü", "a/b", "tab\tbed"])
+        return data
+    if roll < ADVERSARIAL_SHARES["extra_field"]:
+        data["note"] = PYTHON_PATH_TEXT
+    return data
+
+
+def adversarial(
+    n: int,
+    *,
+    seed: int = 13,
+    accounts: int = 150,
+    account_prefix: str = "adv",
+    around: datetime = PERIOD_START,
+    spread: timedelta = timedelta(hours=16),
+) -> tuple[list[Record], dict[str, str]]:
+    """A stream nobody would send on purpose, and each account's billing time zone.
+
+    `n` records over `accounts` accounts in `ADVERSARIAL_ZONES`, with event times around a
+    month boundary (which is another instant in every zone), out of order: client retries,
+    conflicting repeats (same idempotency key, other content) of which one of the two often
+    takes the Python path, `seats` reports colliding on (account, meter, time), odd spellings
+    of instants, integers past 2^53, and ~25 kinds of malformed record.
+    """
+    rng = random.Random(seed)
+    zones = {
+        f"{account_prefix}-{i:04d}": ADVERSARIAL_ZONES[i % len(ADVERSARIAL_ZONES)]
+        for i in range(accounts)
+    }
+    names = list(zones)
+    records: list[Record] = []
+    sent: list[tuple[str, dict[str, Any]]] = []
+    while len(records) < n:
+        account = rng.choice(names)
+        roll = rng.random()
+        if roll < ADVERSARIAL_SHARES["malformed"]:
+            base = cloud_event(
+                f"bad-{len(records)}", account, "llm_tokens", around, {"tokens": 1, "model": "m"}
+            )
+            records.append(Record(account.encode(), _malformed_event(base, len(records), rng)))
+            continue
+        roll -= ADVERSARIAL_SHARES["malformed"]
+        if roll < ADVERSARIAL_SHARES["retry"] and sent:
+            # A client retry: exactly the same bytes again, a little later.
+            records.append(rng.choice(records[-40:]))
+            continue
+        roll -= ADVERSARIAL_SHARES["retry"]
+        if roll < ADVERSARIAL_SHARES["conflict"] and sent:
+            # A conflicting repeat: the same key, other content (often on the other path).
+            account, event = rng.choice(sent[-40:])
+            other = {**event, "data": _adversarial_data(event["type"], rng)}
+            if rng.random() < 1 / 2:
+                other["data"]["note"] = PYTHON_PATH_TEXT
+            records.append(Record(account.encode(), json.dumps(other).encode()))
+            continue
+        meter = rng.choice(SAMPLE_METERS)
+        moment = around + timedelta(seconds=rng.uniform(-1, 1) * spread.total_seconds())
+        moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+        if meter == "seats":
+            # Reports identified by (account, meter, time): whole seconds make them collide.
+            moment = moment.replace(microsecond=0, second=rng.choice((0, 30)))
+        event = cloud_event(
+            f"{account_prefix}-{seed}-{len(records)}",
+            account,
+            meter,
+            moment,
+            _adversarial_data(meter, rng),
+        )
+        if rng.random() < ADVERSARIAL_SHARES["odd_instant"]:
+            event["time"] = _odd_instant(moment, rng)
+        sent.append((account, event))
+        records.append(Record(account.encode(), json.dumps(event, ensure_ascii=False).encode()))
+    return records, zones

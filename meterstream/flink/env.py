@@ -26,8 +26,7 @@ def flink_configuration(
     conf = {
         "pipeline.name": job_name,
         "parallelism.default": str(f.parallelism),
-        # Python runs only in stateless scalar UDFs; thread mode avoids the gRPC hop (~30x faster).
-        "python.execution-mode": "thread",
+        # The Python rules run in this Python, embedded in the TaskManager (check_event).
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,
         # Exactly-once: Kafka offsets are part of each checkpoint; sinks flush on checkpoint.
@@ -83,8 +82,8 @@ def create_table_env(
     # The JDBC sink writes UTC wall-clock timestamps; the JVM started below must agree.
     os.environ["TZ"] = "UTC"
     use_own_temp_dir(settings.stack_dir / "job-tmp")
-    # Thread mode embeds this interpreter in the JVM; it finds pyflink and pemja through the
-    # virtualenv only when the virtualenv is first on PATH (even if it was never activated).
+    # check_event embeds this interpreter in the JVM (pemja); the job's Python finds pyflink
+    # and pemja through the virtualenv only when it is first on PATH (even if never activated).
     venv_bin = str(Path(sys.executable).parent)
     if not os.environ.get("PATH", "").startswith(venv_bin + os.pathsep):
         os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")

@@ -70,6 +70,19 @@ class MeterRegistry:
         """Every version of every meter, by name then version."""
         return [self.meters[n][v] for n in self.names() for v in sorted(self.meters[n])]
 
+    def to_json(self) -> str:
+        """Every version's schema document, as JSON: what `from_json` loads again."""
+        return json.dumps([meter.avro_schema for meter in self.all()])
+
+    @classmethod
+    def from_json(cls, text: str) -> MeterRegistry:
+        """The registry of `to_json`'s documents (checked again, as files are)."""
+        meters: dict[str, dict[int, MeterDefinition]] = {}
+        for index, raw in enumerate(json.loads(text)):
+            meter = parse_meter(raw, f"meter document {index}")
+            meters.setdefault(meter.name, {})[meter.version] = meter
+        return cls(meters)
+
 
 def _fail(source: str, problem: str) -> SchemaError:
     return SchemaError(f"{source}: {problem}")

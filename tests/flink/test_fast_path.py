@@ -4,7 +4,8 @@ The Python rules (`meterstream.rules.validate`) are the one definition of valida
 function may only answer for events they accept without a warning, with the very same row
 (quantity, dimensions, fingerprint, dedup key, ...); for every other record it returns NULL and
 the workflow asks Python. One Flink job runs the JVM function over a corpus of realistic and
-adversarial records; each answer is compared with `CheckEvent.eval` on the same input.
+adversarial records; each answer is compared with the Python rules' row for the same input
+(`meterstream.flink.embedded.checked_row`, what the job's `check_event` calls for the rest).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,14 +21,11 @@ from pyflink.table import DataTypes
 
 from meterstream.bench.generator import Workload, iter_records
 from meterstream.config import Settings
+from meterstream.flink.embedded import CHECKED_EVENT_FIELDS, checked_row
 from meterstream.flink.env import create_table_env
-from meterstream.flink.udfs import (
-    CHECKED_EVENT,
-    FAST_CHECK_EVENT_CLASS,
-    CheckEvent,
-    fast_path_spec,
-)
+from meterstream.flink.udfs import FAST_CHECK_EVENT_CLASS, fast_path_spec, register_check_event
 from meterstream.meters.registry import MeterRegistry
+from meterstream.rules.validate import Validator
 from meterstream.stack.jars import ensure_jars
 from meterstream.testing import generate
 from tests.unit.samples import ARRIVED_AT, GOOD_DATA, LAST_MS_OF_OCT, event
@@ -156,10 +155,14 @@ def _adversarial(rng: random.Random) -> list[Case]:
     return cases
 
 
-def _jvm_rows(settings: Settings, registry: MeterRegistry, cases: list[Case], tmp) -> list[Any]:  # noqa: ANN001
-    """Run `fast_check_event` over the cases in one Flink job; rows in case order."""
+def _rows(
+    settings: Settings, registry: MeterRegistry, cases: list[Case], tmp: Path, function: str
+) -> list[Any]:
+    """Run `function` (`fast_check_event` or `check_event`) over the cases in one Flink job;
+    rows in case order, None where it returned NULL."""
     t_env = create_table_env(settings, job_name="fast-path-test", checkpoint_dir=tmp)
     t_env.create_java_temporary_system_function("fast_check_event", FAST_CHECK_EVENT_CLASS)
+    register_check_event(t_env, registry, fast_path=True)
     rows = [
         (i, text, int(arrived.timestamp() * 1000)) for i, (_, text, arrived) in enumerate(cases)
     ]
@@ -175,11 +178,12 @@ def _jvm_rows(settings: Settings, registry: MeterRegistry, cases: list[Case], tm
     )
     t_env.create_temporary_view("cases", source)
     spec = fast_path_spec(registry).replace("'", "''")
+    extra = f", '{spec}'" if function == "fast_check_event" else ""
     # Flat columns: PyFlink's collect() cannot read NULL fields nested in a ROW.
-    fields = ", ".join(f"c.{name}" for name in CHECKED_EVENT.names)
+    fields = ", ".join(f"c.{name}" for name in CHECKED_EVENT_FIELDS)
     result = t_env.execute_sql(
-        f"SELECT i, c IS NULL, {fields} FROM (SELECT i, fast_check_event(payload, 'topic', 3, "
-        f"CAST(i AS BIGINT), TO_TIMESTAMP_LTZ(arrived_ms, 3), '{spec}') AS c FROM cases)"
+        f"SELECT i, c IS NULL, {fields} FROM (SELECT i, {function}(payload, 'topic', 3, "
+        f"CAST(i AS BIGINT), TO_TIMESTAMP_LTZ(arrived_ms, 3){extra}) AS c FROM cases)"
     )
     out: list[Any] = [None] * len(cases)
     with result.collect() as results:
@@ -188,23 +192,50 @@ def _jvm_rows(settings: Settings, registry: MeterRegistry, cases: list[Case], tm
     return out
 
 
-def _python_row(check: CheckEvent, payload: str, index: int, arrived: datetime) -> tuple[Any, ...]:
-    naive = arrived.astimezone(UTC).replace(tzinfo=None)
-    return tuple(check.eval(payload, "topic", 3, index, naive))
+def _python_row(
+    validator: Validator, payload: str, index: int, arrived: datetime
+) -> tuple[Any, ...]:
+    # The JVM sees the arrival to the millisecond, as Kafka stamps it.
+    millis = arrived.astimezone(UTC).replace(microsecond=arrived.microsecond // 1000 * 1000)
+    return checked_row(validator, payload, millis, topic="topic", partition=3, offset=index)
 
 
 @pytest.fixture(scope="module")
-def outcomes(settings: Settings, registry: MeterRegistry, tmp_path_factory) -> list[tuple]:  # noqa: ANN001
-    """(what, JVM row or None, Python row) per case."""
+def cases(settings: Settings, registry: MeterRegistry) -> list[Case]:
     ensure_jars(settings)
-    cases = _realistic(registry) + _adversarial(random.Random(5))
-    jvm = _jvm_rows(settings, registry, cases, tmp_path_factory.mktemp("ckpt"))
-    check = CheckEvent(registry)
-    check.open(None)
+    return _realistic(registry) + _adversarial(random.Random(5))
+
+
+@pytest.fixture(scope="module")
+def outcomes(
+    settings: Settings,
+    registry: MeterRegistry,
+    cases: list[Case],
+    tmp_path_factory,  # noqa: ANN001
+) -> list[tuple]:
+    """(what, JVM row or None, Python row) per case."""
+    jvm = _rows(settings, registry, cases, tmp_path_factory.mktemp("ckpt"), "fast_check_event")
+    validator = Validator(registry)
     return [
-        (what, jvm[i], _python_row(check, payload, i, arrived))
+        (what, jvm[i], _python_row(validator, payload, i, arrived))
         for i, (what, payload, arrived) in enumerate(cases)
     ]
+
+
+def test_check_event_gives_every_record_the_python_rules_row_whichever_path_decides(
+    settings: Settings,
+    registry: MeterRegistry,
+    cases: list[Case],
+    outcomes: list[tuple],
+    tmp_path: Path,
+) -> None:
+    # The job's function: the fast path where it answers, the Python rules called in place
+    # (through pemja) for every other record, rejections and warnings included.
+    rows = _rows(settings, registry, cases, tmp_path, "check_event")
+    mismatches = [(what, row, py) for row, (what, _, py) in zip(rows, outcomes, strict=True)
+                  if row != py]  # fmt: skip
+    assert mismatches == []
+    assert sum(jvm is None for _, jvm, _ in outcomes) > 100  # many went to Python
 
 
 def test_every_jvm_answer_is_the_python_row(outcomes: list[tuple]) -> None:

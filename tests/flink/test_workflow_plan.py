@@ -1,5 +1,5 @@
-"""The workflow's optimized plan: Python sees only what the JVM fast path leaves to it, once;
-dedup and totals run in the JVM."""
+"""The workflow's optimized plan: one check per record, in order up to the dedup; dedup and
+totals in the JVM."""
 
 from __future__ import annotations
 
@@ -19,28 +19,40 @@ def optimized_plan(settings: Settings, registry: MeterRegistry, tmp_path_factory
     return plans.optimized_plan(settings, registry, tmp_path_factory.mktemp("plan"))
 
 
-def test_workflow_calls_python_in_one_operator_for_all_branches(optimized_plan: str) -> None:
-    assert optimized_plan.count("PythonCorrelate(") == 1
-    assert "PythonCalc(" not in optimized_plan
-
-
-def test_workflow_sends_python_only_the_records_the_fast_path_did_not_answer(
+def test_workflow_checks_each_record_once_in_one_jvm_function_for_all_branches(
     optimized_plan: str,
 ) -> None:
-    python_input = optimized_plan.split("PythonCorrelate(", 1)[1].split("\n", 2)[1]
-    assert "where=[fast_check_event(" in python_input
-    assert python_input.rstrip().endswith("IS NULL])")
+    assert optimized_plan.count("check_event(") == 1
+    assert "Python" not in optimized_plan  # no Flink Python operator: the rules run in place
 
 
-def test_workflow_without_the_fast_path_checks_every_record_in_python_once(
+def test_workflow_without_the_fast_path_checks_every_record_once_too(
     settings: Settings, registry: MeterRegistry, tmp_path: Path
 ) -> None:
     from dataclasses import replace  # noqa: PLC0415
 
     python_only = replace(settings, flink=replace(settings.flink, fast_path=False))
     plan = plans.optimized_plan(python_only, registry, tmp_path)
-    assert plan.count("PythonCalc(") == 1
-    assert "fast_check_event" not in plan
+    assert plan.count("check_event(") == 1
+    assert "Python" not in plan
+
+
+def test_workflow_keeps_each_partitions_order_from_the_check_to_the_dedup(
+    optimized_plan: str,
+) -> None:
+    # The first arrival counts only if the dedup sees a key's arrivals in offset order: between
+    # the check and the dedup there is one exchange, hashed by the dedup key (FIFO per key),
+    # and nothing that merges two branches (a union's inputs reach the exchange on separate
+    # channels, and a later record on one could overtake an earlier one on the other).
+    dedup_input = optimized_plan.split("OverAggregate(", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert "Exchange(distribution=[hash[account_id, dedup_key]])" in dedup_input[1]
+    assert sum("Exchange(" in line for line in dedup_input) == 1
+    assert not any("Union(" in line for line in dedup_input)
+    assert "LookupJoin(" in "".join(dedup_input[2:])  # chained in the source's task
+    assert dedup_input[-1].strip() == "+- Reused(reference_id=[1])"
+    check = optimized_plan.split("== Optimized Execution Plan ==", 1)[-1].lstrip()
+    assert check.startswith("Calc(") and "check_event(" in check.splitlines()[0]
+    assert "(reuse_id=[1])" in check.splitlines()[0]
 
 
 def test_workflow_numbers_arrivals_per_account_and_key_in_one_over_aggregate(
@@ -66,14 +78,6 @@ def test_workflow_counts_unique_values_without_touching_distinct_state_for_other
     assert "COUNT(distinct$0 unique_value) FILTER" in optimized_plan
 
 
-def test_workflow_reads_rejections_and_warnings_only_from_pythons_rows(optimized_plan: str) -> None:
-    # The fast path answers only for events accepted without a warning: its rows must reach
-    # the dedup branch alone, not also two log branches that would copy and drop them.
-    log = optimized_plan.split("Union(all=[true], union=[source_topic", 1)[1].split("Sink(", 1)[0]
-    assert "reason_code" in log
-    assert "fast" not in log
-
-
 def test_workflow_computes_periods_in_the_jvm_functions(optimized_plan: str) -> None:
     assert "billing_period_start(" in optimized_plan
     assert "arrived_too_late(" in optimized_plan
@@ -93,21 +97,6 @@ def test_workflow_looks_up_each_accounts_time_zone_with_a_cached_lookup_join(
     )
 
 
-def test_workflow_unites_the_checked_branches_only_where_the_dedup_shuffles(
-    optimized_plan: str,
-) -> None:
-    # An operator after a UNION ALL is never chained to the one before it: a lookup above the
-    # union ran in a task of its own. Each branch now looks up its own rows, in the source's
-    # task, and the union feeds the dedup operator's exchange directly.
-    dedup_input = optimized_plan.split("OverAggregate(", 1)[1].split("\n\n", 1)[0].splitlines()
-    assert "Exchange(distribution=[hash[account_id, dedup_key]])" in dedup_input[1]
-    assert "Union(all=[true]" in dedup_input[2]
-    lookups = [i for i, line in enumerate(dedup_input) if "LookupJoin(" in line]
-    assert len(lookups) == 2
-    assert all(i > 2 for i in lookups)
-    assert optimized_plan.count("LookupJoin(") == 2
-
-
 def test_workflow_writes_aggregates_and_both_rejection_sinks(optimized_plan: str) -> None:
     for sink in ("usage_aggregates", "rejected_events]", "rejected_events_topic", "late_events"):
         assert f"Sink(table=[default_catalog.default_database.{sink}" in optimized_plan
@@ -122,5 +111,4 @@ def test_flink_configuration_pins_exactly_once_rocksdb_and_35_day_dedup(
     assert conf["execution.checkpointing.mode"] == "EXACTLY_ONCE"
     assert conf["state.backend.type"] == "rocksdb"
     assert conf["table.exec.state.ttl"] == "35 d"
-    assert conf["python.execution-mode"] == "thread"
     assert conf["state.backend.rocksdb.memory.partitioned-index-filters"] == "true"

@@ -17,7 +17,6 @@ import java.time.ZoneOffset;
 import java.time.format.DateTimeFormatter;
 import java.util.Iterator;
 import java.util.Map;
-import java.util.Objects;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.apache.flink.table.annotation.DataTypeHint;
@@ -33,8 +32,8 @@ import org.apache.flink.types.Row;
  * accepted and why an event is rejected. This function recognises the common case, an event those
  * rules accept without a warning and whose content it can hash exactly as they do, and returns the
  * same CHECKED_EVENT row for it. For every other record (every rejection, every warning, anything
- * unusual) it returns NULL, and the workflow sends that record to the Python UDF. A differential
- * test (tests/flink/test_fast_path.py) holds the two to the same rows.
+ * unusual) it returns NULL, and {@link CheckEvent} asks the Python rules. A differential test
+ * (tests/flink/test_fast_path.py) holds the two to the same rows.
  */
 public final class FastCheckEvent extends ScalarFunction {
   public static final String CHECKED_EVENT =
@@ -66,13 +65,6 @@ public final class FastCheckEvent extends ScalarFunction {
   private transient StringBuilder content;
   private transient String specText;
   private transient MeterSpec spec;
-  // The last record and its answer: the workflow asks twice per record (once to keep the
-  // answered records, once to send the others to Python), one right after the other.
-  private transient String lastPayload;
-  private transient Long lastOffset;
-  private transient Integer lastPartition;
-  private transient String lastTopic;
-  private transient Row lastAnswer;
 
   /** Not deterministic in fact; declared so that the planner calls it once per record. */
   @Override
@@ -109,19 +101,7 @@ public final class FastCheckEvent extends ScalarFunction {
     if (reader == null) {
       open(null);
     }
-    if (offset != null
-        && offset.equals(lastOffset)
-        && Objects.equals(partition, lastPartition)
-        && Objects.equals(topic, lastTopic)
-        && payload.equals(lastPayload)) {
-      return lastAnswer;
-    }
-    lastAnswer = answer(payload, topic, partition, offset, arrivedAt);
-    lastPayload = payload;
-    lastOffset = offset;
-    lastPartition = partition;
-    lastTopic = topic;
-    return lastAnswer;
+    return answer(payload, topic, partition, offset, arrivedAt);
   }
 
   private Row answer(
