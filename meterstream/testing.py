@@ -345,3 +345,80 @@ def adversarial(
         sent.append((account, event))
         records.append(Record(account.encode(), json.dumps(event, ensure_ascii=False).encode()))
     return records, zones
+
+
+#: An envelope `source` the JVM fast path leaves to the Python rules (a character outside the
+#: Basic Multilingual Plane). The source is not part of an event's content: a copy carrying it
+#: is an exact retry that takes the other path.
+PYTHON_PATH_SOURCE = "sdk-\U0001f600"
+
+PATHS = ("jvm", "python")
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """Two arrivals of one (account, idempotency key), each checked by the stated path.
+
+    `first` must be counted; `later` is a retry (same content: not logged) or a conflict
+    (other content: logged as DUPLICATE_ID_CONFLICT).
+    """
+
+    first: Record
+    later: Record
+    paths: tuple[str, str]
+    conflict: bool
+    meter: str
+
+
+def _repeat_event(
+    meter: str, account: str, key: str, moment: datetime, *, variant: int | None, python: bool
+) -> Record:
+    """One arrival of `key`: content `variant` of a conflict (0 or 1), or of a retry (None)."""
+    if meter == "seats":
+        # Idempotent on (account, meter, time): a conflict has two ids, one key.
+        event_id, data = f"{key}-{variant or 0}", {"seats": 10 + 5 * (variant or 0)}
+    else:
+        # A conflict on the Python path also moves the tokens to a model the JVM leaves alone.
+        if variant is None:
+            model = "small"
+        else:
+            model = f"{PYTHON_PATH_TEXT}{variant}" if python else ("small", "large")[variant]
+        event_id, data = key, {"tokens": 100 + 1000 * (variant or 0), "model": model}
+    event = cloud_event(event_id, account, meter, moment, data)
+    if python:
+        event["source"] = PYTHON_PATH_SOURCE
+    return Record(account.encode(), json.dumps(event, ensure_ascii=False).encode())
+
+
+def repeats(
+    prefix: str, *, accounts: int = 4, copies: int = 2, around: datetime = PERIOD_START
+) -> list[Repeat]:
+    """Every way a repeat can meet the job's two validation paths.
+
+    For an id-keyed SUM meter segmented by model (`llm_tokens`, where a conflict moves the
+    quantity to another segment) and a meter keyed on (account, meter, time) (`seats`): each
+    (first path, later path) pair, as a retry and as a conflict, `copies` times, spread over
+    `accounts` accounts and minutes on both sides of `around`.
+    """
+    out: list[Repeat] = []
+    for meter in ("llm_tokens", "seats"):
+        for paths in ((a, b) for a in PATHS for b in PATHS):
+            for conflict in (False, True):
+                for _ in range(copies):
+                    n = len(out)
+                    account = f"{prefix}-{n % accounts:02d}"
+                    moment = around + timedelta(minutes=n - 40)
+                    key = f"{prefix}-r{n}"
+                    first, later = (
+                        _repeat_event(
+                            meter,
+                            account,
+                            key,
+                            moment,
+                            variant=i if conflict else None,
+                            python=paths[i] == "python",
+                        )
+                        for i in (0, 1)
+                    )
+                    out.append(Repeat(first, later, paths, conflict, meter))
+    return out

@@ -8,8 +8,10 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
-from datetime import timedelta
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from meterstream.flink.launch import JobOptions, latest_checkpoint, start_job
 from meterstream.kafka_io import produce
 from meterstream.rules.oracle import Expected, TotalKey, expected_outcome
 from meterstream.rules.validate import Validator
+from meterstream.store.migrate import migrate
 from meterstream.testing import Record
 
 #: A bounded test job that has not finished by then is stopped and the test fails.
@@ -114,6 +117,25 @@ def kill_mid_stream(
     return checkpoint
 
 
+def run_then_kill(options: JobOptions, log: Path, done: Callable[[], bool], what: str) -> Path:
+    """Run the job until `done` and a checkpoint completed after it, then SIGKILL it.
+    Returns that checkpoint."""
+    job = start_job(options, log=log)
+    try:
+        wait_for(lambda: alive(job, log) and done(), 180, what)
+        seen = latest_checkpoint(options.checkpoint_dir)
+        wait_for(
+            lambda: alive(job, log) and latest_checkpoint(options.checkpoint_dir) != seen,
+            60,
+            f"a checkpoint after {what}",
+        )
+    finally:
+        _kill(job)
+    checkpoint = latest_checkpoint(options.checkpoint_dir)
+    assert checkpoint is not None
+    return checkpoint
+
+
 def run_restored_until(
     options: JobOptions, log: Path, done: Callable[[], bool], what: str, settle_s: float = 5
 ) -> None:
@@ -153,10 +175,23 @@ def rejections_in_postgres(
         ).fetchall()
 
 
-def consume_all(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[bytes]:
-    """Every committed record value in `topic` (read_committed), reading until it goes quiet."""
-    import time  # noqa: PLC0415
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """One record as Kafka holds it: where it is, when the broker stamped it, its value."""
 
+    partition: int
+    offset: int
+    timestamp_ms: int
+    value: bytes
+
+    @property
+    def arrived_at(self) -> datetime:
+        return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
+
+
+def consume_arrivals(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[Arrival]:
+    """Every committed record in `topic` (read_committed) in (partition, offset) order, reading
+    until it goes quiet."""
     from confluent_kafka import Consumer  # noqa: PLC0415
 
     consumer = Consumer(
@@ -169,7 +204,7 @@ def consume_all(settings: Settings, topic: str, timeout_s: float = 10.0) -> list
         }
     )
     consumer.subscribe([topic])
-    values: list[bytes] = []
+    arrivals: list[Arrival] = []
     deadline = time.monotonic() + timeout_s
     quiet_since = time.monotonic()
     try:
@@ -177,11 +212,52 @@ def consume_all(settings: Settings, topic: str, timeout_s: float = 10.0) -> list
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
-            values.append(msg.value())
+            _, stamp = msg.timestamp()
+            arrivals.append(Arrival(msg.partition(), msg.offset(), stamp, msg.value()))
             quiet_since = time.monotonic()
     finally:
         consumer.close()
-    return values
+    return sorted(arrivals, key=lambda a: (a.partition, a.offset))
+
+
+def consume_all(settings: Settings, topic: str, timeout_s: float = 10.0) -> list[bytes]:
+    """Every committed record value in `topic` (read_committed), reading until it goes quiet."""
+    return [a.value for a in consume_arrivals(settings, topic, timeout_s)]
+
+
+def set_time_zones(settings: Settings, zones: dict[str, str]) -> None:
+    """Give each account its billing time zone (`account_time_zones`)."""
+    with psycopg.connect(settings.postgres.conninfo) as conn:
+        for account, zone in zones.items():
+            conn.execute(
+                "INSERT INTO account_time_zones (account_id, time_zone) VALUES (%s, %s)"
+                " ON CONFLICT (account_id) DO UPDATE SET time_zone = EXCLUDED.time_zone",
+                (account, zone),
+            )
+
+
+@contextlib.contextmanager
+def isolated_database(stack: Settings, **flink: Any) -> Iterator[Settings]:
+    """The stack's settings with a fresh, migrated database of its own, dropped afterwards;
+    `flink` overrides Flink settings (e.g. `allowed_lateness_hours`).
+
+    Recalculating all accounts of a period replaces every row of that period: in the shared
+    database that would touch other tests' rows.
+    """
+    name = f"meterstream_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(stack.postgres.conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    settings = replace(
+        stack,
+        postgres=replace(stack.postgres, database=name),
+        flink=replace(stack.flink, **flink),
+    )
+    try:
+        migrate(settings)
+        yield settings
+    finally:
+        with psycopg.connect(stack.postgres.conninfo, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def oracle(
@@ -190,3 +266,29 @@ def oracle(
     """The oracle's outcome with the deployment's allowed lateness."""
     kwargs.setdefault("allowed_lateness", timedelta(hours=settings.flink.allowed_lateness_hours))
     return expected_outcome(validator, payloads, **kwargs)  # type: ignore[arg-type]
+
+
+def oracle_of_arrivals(
+    settings: Settings, validator: Validator, arrivals: list[Arrival], **kwargs: object
+) -> Expected:
+    """The oracle's outcome of the records as Kafka holds them: in (partition, offset) order,
+    each arriving when the broker stamped it."""
+    return oracle(
+        settings,
+        validator,
+        [a.value for a in arrivals],
+        arrived_at=[a.arrived_at for a in arrivals],
+        **kwargs,
+    )
+
+
+def logged(settings: Settings, topic: str, severity: str = "error") -> set[tuple[int, int, str]]:
+    """(partition, offset, reason code) of the validation log's entries from one topic."""
+    return {(p, o, code) for p, o, code, _ in rejections_in_postgres(settings, topic, severity)}
+
+
+def expected_log(
+    arrivals: list[Arrival], entries: list[tuple[int, str]]
+) -> set[tuple[int, int, str]]:
+    """The oracle's (index, code) entries as (partition, offset, code)."""
+    return {(arrivals[i].partition, arrivals[i].offset, code) for i, code in entries}

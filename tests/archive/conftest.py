@@ -6,11 +6,10 @@ import json
 import random
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -21,9 +20,8 @@ from meterstream.flink.launch import JobOptions
 from meterstream.kafka_io import produce
 from meterstream.stack.flink import settings_env
 from meterstream.stack.kafka import RAW_TOPIC_CONFIG, create_topics
-from meterstream.store.migrate import migrate
 from meterstream.testing import Record, cloud_event, generate, sample_data
-from tests.pipeline_helpers import run_bounded_job
+from tests.pipeline_helpers import isolated_database, run_bounded_job
 
 #: Late whatever day the tests run: 34.5 days ago is inside the 35-day window, and the month
 #: it falls in ended at least 3.5 days ago, past the 72-hour allowed lateness.
@@ -46,25 +44,13 @@ def archived_count(archive: Path) -> int:
 
 @pytest.fixture(scope="module")
 def isolated(stack: Settings) -> Iterator[Settings]:
-    """The stack's settings with a fresh, migrated database of its own (dropped afterwards).
+    """A database of the module's own, with the real 72 hours of allowed lateness.
 
-    Recalculating all accounts of a period replaces every row of that period: in the shared
-    database that would touch other tests' rows, so these tests get a database to themselves.
+    tests/conftest.py gives pipeline tests a 60-day lateness; these need the real 72 hours
+    so that some events are late and recalculation has something to fold in.
     """
-    name = f"meterstream_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(stack.postgres.conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    # tests/conftest.py gives pipeline tests a 60-day lateness; these need the real 72 hours
-    # so that some events are late and recalculation has something to fold in.
-    settings = replace(
-        stack,
-        postgres=replace(stack.postgres, database=name),
-        flink=replace(stack.flink, allowed_lateness_hours=DEPLOYED_LATENESS_HOURS),
-    )
-    migrate(settings)
-    yield settings
-    with psycopg.connect(stack.postgres.conninfo, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with isolated_database(stack, allowed_lateness_hours=DEPLOYED_LATENESS_HOURS) as settings:
+        yield settings
 
 
 @dataclass(frozen=True, slots=True)

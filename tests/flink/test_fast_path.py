@@ -27,7 +27,7 @@ from meterstream.flink.udfs import FAST_CHECK_EVENT_CLASS, fast_path_spec, regis
 from meterstream.meters.registry import MeterRegistry
 from meterstream.rules.validate import Validator
 from meterstream.stack.jars import ensure_jars
-from meterstream.testing import generate
+from meterstream.testing import PERIOD_START, generate, repeats
 from tests.unit.samples import ARRIVED_AT, GOOD_DATA, LAST_MS_OF_OCT, event
 
 pytestmark = pytest.mark.flink
@@ -155,6 +155,16 @@ def _adversarial(rng: random.Random) -> list[Case]:
     return cases
 
 
+def _repeats() -> list[Case]:
+    """The first-arrival tests' records, labelled with the path each is meant to take."""
+    arrived = PERIOD_START + timedelta(hours=1)
+    return [
+        (f"path-{path}", record.value.decode(), arrived)
+        for repeat in repeats("fp")
+        for record, path in zip((repeat.first, repeat.later), repeat.paths, strict=True)
+    ]
+
+
 def _rows(
     settings: Settings, registry: MeterRegistry, cases: list[Case], tmp: Path, function: str
 ) -> list[Any]:
@@ -203,7 +213,7 @@ def _python_row(
 @pytest.fixture(scope="module")
 def cases(settings: Settings, registry: MeterRegistry) -> list[Case]:
     ensure_jars(settings)
-    return _realistic(registry) + _adversarial(random.Random(5))
+    return _realistic(registry) + _adversarial(random.Random(5)) + _repeats()
 
 
 @pytest.fixture(scope="module")
@@ -267,3 +277,14 @@ def test_the_adversarial_corpus_exercises_both_answers(outcomes: list[tuple]) ->
     assert sum(jvm is not None for jvm, _ in adversarial) > 100
     assert sum(jvm is None and py[0] is None for jvm, py in adversarial) > 10
     assert sum(py[0] is not None for _, py in adversarial) > 100
+
+
+def test_the_first_arrival_tests_records_take_the_paths_they_are_labelled_with(
+    outcomes: list[tuple],
+) -> None:
+    # tests/integration/test_first_arrival.py relies on these labels.
+    labelled = [(what, jvm, py) for what, jvm, py in outcomes if what.startswith("path-")]
+    assert {what for what, _, _ in labelled} == {"path-jvm", "path-python"}
+    for what, jvm, py in labelled:
+        assert py[0] is None, py  # accepted
+        assert (jvm is not None) == (what == "path-jvm"), (what, py)

@@ -15,21 +15,17 @@ from meterstream.kafka_io import produce
 from meterstream.rules.periods import period_start
 from meterstream.rules.validate import Validator
 from meterstream.testing import PERIOD_START, Record, cloud_event, sample_data
-from tests.pipeline_helpers import job_options, oracle, run_bounded_job, totals_in_postgres
+from tests.pipeline_helpers import (
+    job_options,
+    oracle,
+    run_bounded_job,
+    set_time_zones,
+    totals_in_postgres,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 
 ZONES = ("Europe/Berlin", "America/New_York", "Pacific/Pago_Pago", "UTC")
-
-
-def set_zones(settings: Settings, zones: dict[str, str]) -> None:
-    with psycopg.connect(settings.postgres.conninfo) as conn:
-        for account, zone in zones.items():
-            conn.execute(
-                "INSERT INTO account_time_zones (account_id, time_zone) VALUES (%s, %s)"
-                " ON CONFLICT (account_id) DO UPDATE SET time_zone = EXCLUDED.time_zone",
-                (account, zone),
-            )
 
 
 def run_bounded(topics: tuple[str, str], job_dir: Path, unique: str, env: dict[str, str]) -> None:
@@ -50,7 +46,7 @@ def test_job_attributes_out_of_order_events_to_local_months_in_each_accounts_tim
 ) -> None:
     rng = random.Random(5)
     zones = {f"tz-{unique}-{i}": ZONES[i % len(ZONES)] for i in range(8)}
-    set_zones(stack, zones)
+    set_time_zones(stack, zones)
     events = []
     for i in range(600):
         account = rng.choice(sorted(zones))
@@ -88,7 +84,7 @@ def test_job_counts_events_inside_the_lateness_and_keeps_later_ones_in_late_even
     # The previous UTC month closed 6 hours ago; in Pago Pago (UTC-11) it closes in 5 hours.
     lateness = timedelta(hours=int((now - PERIOD_START).total_seconds() // 3600) - 6)
     utc, samoa, berlin = (f"late-{unique}-{name}" for name in ("utc", "samoa", "berlin"))
-    set_zones(stack, {utc: "UTC", samoa: "Pacific/Pago_Pago", berlin: "Europe/Berlin"})
+    set_time_zones(stack, {utc: "UTC", samoa: "Pacific/Pago_Pago", berlin: "Europe/Berlin"})
     tokens = {"tokens": 7, "model": "small"}
     plan = [  # (account, event id, event time, late?)
         (utc, "current", PERIOD_START + timedelta(hours=1), False),

@@ -17,12 +17,14 @@ from hypothesis import strategies as st
 
 from meterstream.meters.model import IdempotencyKey
 from meterstream.meters.registry import MeterRegistry
+from meterstream.rules.oracle import expected_outcome
 from meterstream.rules.periods import period_start
 from meterstream.rules.reasons import ReasonCode, Rejection
 from meterstream.rules.validate import Validator, ValidEvent
 from meterstream.testing import (
     LAST_MS_OF_MONTH,
     MALFORMED_KINDS,
+    PATHS,
     PERIOD_START,
     SAMPLE_METERS,
     Record,
@@ -30,6 +32,7 @@ from meterstream.testing import (
     generate,
     malformed,
     month_boundary,
+    repeats,
     rfc3339,
     sample_data,
 )
@@ -331,3 +334,27 @@ def test_generate_seats_retries_are_silent_repeats(validator: Validator) -> None
 
     assert max(keys.values()) > 1
     assert all(len(f) == 1 for f in fingerprints.values())
+
+
+def test_repeats_are_one_conflict_per_conflicting_pair_and_silent_retries(
+    validator: Validator,
+) -> None:
+    pairs = repeats("rp")
+    payloads = [r.value for pair in pairs for r in (pair.first, pair.later)]
+    expected = expected_outcome(validator, payloads, ARRIVAL)
+    conflicting = [i for i, pair in enumerate(pairs) if pair.conflict]
+    assert expected.rejections == [(2 * i + 1, "DUPLICATE_ID_CONFLICT") for i in conflicting]
+    assert sum(n for _, n in expected.totals.values()) == len(pairs)
+    assert {pair.paths for pair in pairs} == {(a, b) for a in PATHS for b in PATHS}
+    assert {(pair.meter, pair.conflict) for pair in pairs} == {
+        (m, c) for m in ("llm_tokens", "seats") for c in (False, True)
+    }
+
+
+def test_a_repeats_conflict_changes_the_figure_it_would_count(validator: Validator) -> None:
+    # Counting the later arrival instead of the first must show in the figures.
+    for pair in repeats("rp"):
+        if pair.conflict:
+            first = expected_outcome(validator, [pair.first.value], ARRIVAL).totals
+            later = expected_outcome(validator, [pair.later.value], ARRIVAL).totals
+            assert first != later
