@@ -106,7 +106,12 @@ def recalculate(  # noqa: PLR0917 - typer options are parameters
         bool, typer.Option(help="apply even if figures would lose counted events")
     ] = False,
 ) -> None:
-    """Recompute a period's figures from the archive (late events included) and apply them."""
+    """Recompute a period's figures from the archive (late events included) and apply them.
+
+    The first arrival of each (account, idempotency key) counts, as in the stream. A meter no
+    longer in schemas/ is recalculated with the aggregation its events were archived with.
+    Shows each phase; Ctrl-C stops it without changing anything.
+    """
     from meterstream.recalc import RecalcScope, parse_period  # noqa: PLC0415
     from meterstream.recalc import recalculate as run  # noqa: PLC0415
 
@@ -121,9 +126,13 @@ def recalculate(  # noqa: PLR0917 - typer options are parameters
             reason=reason,
             dry_run=dry_run,
             force=force,
+            say=lambda line: console.print(line, markup=False, highlight=False),
         )
     except MeterstreamError as exc:
         raise _fail(exc) from exc
+    except KeyboardInterrupt:
+        console.print("interrupted: the batch job was stopped, nothing was changed")
+        raise typer.Exit(code=130) from None
     table = Table("account", "meter", "dimensions", "change", "quantity", "events")
     for c in result.changes:
         table.add_row(

@@ -86,6 +86,10 @@ class FlinkSettings:
     mini_batch_size: int = 5_000
     jdbc_flush_rows: int = 5_000
     jdbc_flush_interval_ms: int = 200
+    #: PostgreSQL ends a job connection idle this long (`idle_session_timeout`); the JDBC
+    #: connector reconnects when it next writes. It bounds the connections that a failing
+    #: sink leaks on each restart (the connector does not close one whose last flush failed).
+    jdbc_idle_session_timeout_s: int = 300
     #: Check events with the JVM fast path first (`fast_check_event`), the Python rules only
     #: for what it does not recognise as accepted; false: every event through Python.
     fast_path: bool = True

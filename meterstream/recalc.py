@@ -11,21 +11,31 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import uuid
-from dataclasses import dataclass, field
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from meterstream.archive import committed_files
 from meterstream.config import PROJECT_ROOT, Settings
 from meterstream.errors import MeterstreamError
+from meterstream.flink.launch import FAILURE_MARKER, root_cause
+from meterstream.meters.model import Aggregation
+from meterstream.meters.registry import MeterRegistry, load_registry
 from meterstream.rules.validate import DEDUP_WINDOW
 from meterstream.stack.flink import settings_env
 
 JOB = PROJECT_ROOT / "jobs" / "recalculate_period.py"
 STAGING = "usage_aggregates_recalc"
+#: The batch job's progress is reported this often (seconds).
+PROGRESS_S = 15
 #: pg_advisory_lock key of recalculation (`meterstream migrate` uses 72656).
 LOCK_KEY = 72657
 _PERIOD = re.compile(r"(\d{4})-(\d{2})")
@@ -88,6 +98,71 @@ class RecalcScope:
 
 
 @dataclass(frozen=True, slots=True)
+class ArchiveScope:
+    """What a recalculation reads: the arrival days' committed files and rows.
+
+    `kinds`: each archived meter's aggregation(s), as its rows carry them.
+    """
+
+    files: int
+    rows: int
+    kinds: dict[str, frozenset[str]]
+
+    def retired(self, registry: MeterRegistry) -> dict[str, Aggregation]:
+        """The archived meters that `registry` no longer defines, with their aggregation.
+
+        They are recalculated with the aggregation their rows carry, as the stream counted them.
+
+        Raises:
+            RecalculationError: such a meter was archived with several aggregations.
+        """
+        out: dict[str, Aggregation] = {}
+        for meter, kinds in sorted(self.kinds.items()):
+            if registry.current(meter) is not None:
+                continue
+            if len(kinds) != 1:
+                msg = (
+                    f"meter {meter!r} is no longer in schemas/ and its archived events carry "
+                    f"several aggregations ({', '.join(sorted(kinds))}): restore its schema "
+                    "to recalculate this period"
+                )
+                raise RecalculationError(msg)
+            out[meter] = Aggregation(next(iter(kinds)))
+        return out
+
+
+def scan_archive(archive_dir: Path, period_start: date, account: str | None = None) -> ArchiveScope:
+    """Read the meter and aggregation columns of the period's arrival days (`arrival_days`)."""
+    import pyarrow.compute as pc  # noqa: PLC0415 - keep `meterstream --help` fast
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    first, last = (d.isoformat() for d in arrival_days(period_start))
+    files = [
+        f
+        for f in committed_files(archive_dir)
+        if first <= f.parent.name.removeprefix("dt=") <= last
+    ]
+    rows, kinds = 0, defaultdict(set)
+    for path in files:
+        table = pq.read_table(path, columns=["account_id", "meter", "aggregation"])
+        if account is not None:
+            table = table.filter(pc.equal(table["account_id"], account))
+        rows += table.num_rows
+        for pair in table.group_by(["meter", "aggregation"]).aggregate([]).to_pylist():
+            kinds[pair["meter"]].add(pair["aggregation"])
+    return ArchiveScope(len(files), rows, {m: frozenset(k) for m, k in kinds.items()})
+
+
+def retired_note(retired: dict[str, Aggregation]) -> str:
+    """One line naming the meters recalculated from their archived definition."""
+    named = ", ".join(f"{meter} ({kind.value})" for meter, kind in retired.items())
+    return (
+        f"note: not in schemas/ any more, recalculated with the aggregation their events "
+        f"were archived with: {named}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """One usage_aggregates row a recalculation adds, changes or removes."""
 
@@ -109,6 +184,8 @@ class RecalcResult:
     scope: RecalcScope
     applied: bool
     changes: list[Change] = field(default_factory=list)
+    #: Meters not in schemas/ any more, recalculated with their archived aggregation.
+    retired: dict[str, Aggregation] = field(default_factory=dict)
 
     def count(self, kind: str) -> int:
         """How many rows were `added`, `changed` or `removed`."""
@@ -267,15 +344,38 @@ def apply_recalculation(
     return RecalcResult(run_id, scope, applied=not dry_run, changes=changes)
 
 
+def _quiet(_line: str) -> None:
+    pass
+
+
+def _failure(log: Path) -> str:
+    """The cause of a failed batch job, in one line, from its log."""
+    text = log.read_text(errors="replace")
+    for line in reversed(text.splitlines()):
+        if line.startswith(FAILURE_MARKER):
+            return line.removeprefix(FAILURE_MARKER).strip()
+    return root_cause(text[-20_000:])
+
+
 def run_batch_job(
-    settings: Settings, scope: RecalcScope, archive_dir: Path, *, log: Path, timeout_s: float
+    settings: Settings,
+    scope: RecalcScope,
+    archive_dir: Path,
+    *,
+    log: Path,
+    timeout_s: float,
+    say: Callable[[str], None] = _quiet,
 ) -> None:
-    """Run jobs/recalculate_period.py for the scope into the staging table; raise on failure."""
+    """Run jobs/recalculate_period.py for the scope into the staging table; raise on failure.
+
+    Says how long it has run every `PROGRESS_S`. Interrupted (Ctrl-C), it stops the job first.
+    """
     argv = [sys.executable, str(JOB), "--period", f"{scope.period_start:%Y-%m}"]
     argv += ["--archive-dir", str(archive_dir)]
     if scope.account_id:
         argv += ["--account", scope.account_id]
     log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
     with log.open("ab") as out:
         proc = subprocess.Popen(
             argv,
@@ -287,15 +387,22 @@ def run_batch_job(
             start_new_session=True,
         )
         try:
-            code = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired as exc:
-            os.killpg(proc.pid, 9)
-            proc.wait()
-            msg = f"the recalculation job did not finish within {timeout_s:.0f} s; see {log}"
-            raise RecalculationError(msg) from exc
+            while (code := proc.poll()) is None:
+                elapsed = time.monotonic() - started
+                if elapsed > timeout_s:
+                    msg = (
+                        f"the recalculation job did not finish within {timeout_s:.0f} s; see {log}"
+                    )
+                    raise RecalculationError(msg)
+                time.sleep(0.5)
+                if int(time.monotonic() - started) // PROGRESS_S > int(elapsed) // PROGRESS_S:
+                    say(f"batch job running ({time.monotonic() - started:.0f} s; log {log})")
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     if code != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-        msg = f"the recalculation job failed (exit {code}); {log}:\n{tail}"
+        msg = f"the recalculation job failed: {_failure(log)} (exit {code}; log {log})"
         raise RecalculationError(msg)
 
 
@@ -308,8 +415,12 @@ def recalculate(
     dry_run: bool = False,
     force: bool = False,
     timeout_s: float = 3600,
+    say: Callable[[str], None] = _quiet,
 ) -> RecalcResult:
     """Recalculate the scope from the archive and apply it (see the module docstring).
+
+    `say` gets one line per phase (and the batch job's progress). Interrupted, it stops the
+    batch job and changes nothing.
 
     Raises:
         RecalculationError: the archive is missing, another recalculation runs, the job
@@ -320,6 +431,12 @@ def recalculate(
     if not archive_dir.is_dir():
         msg = f"there is no audit archive at {archive_dir} (the job writes it; see --archive-dir)"
         raise RecalculationError(msg)
+    archived = scan_archive(archive_dir, scope.period_start, scope.account_id)
+    first, last = arrival_days(scope.period_start)
+    say(f"archive: {archived.rows} events in {archived.files} files arrived {first} .. {last}")
+    retired = archived.retired(load_registry(settings.schemas_dir))
+    if retired:
+        say(retired_note(retired))
     run_id = uuid.uuid4()
     started_at = datetime.now(UTC)
     log = settings.stack_dir / "logs" / "recalculate" / f"{run_id}.log"
@@ -330,7 +447,9 @@ def recalculate(
             raise RecalculationError(msg)
         try:
             lock.execute(CLEAR_STAGING, _params(scope))
-            run_batch_job(settings, scope, archive_dir, log=log, timeout_s=timeout_s)
+            say("batch job: first arrivals and figures into the staging table ...")
+            run_batch_job(settings, scope, archive_dir, log=log, timeout_s=timeout_s, say=say)
+            say("comparing with usage_aggregates ...")
             # Client-side binding: PostgreSQL takes no parameters in CREATE TABLE AS.
             with psycopg.connect(
                 settings.postgres.conninfo, autocommit=True, cursor_factory=psycopg.ClientCursor
@@ -345,7 +464,7 @@ def recalculate(
                     dry_run=dry_run,
                     force=force,
                 )
-            return result
+            return replace(result, retired=retired)
         finally:
             lock.execute(CLEAR_STAGING, _params(scope))
             lock.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))

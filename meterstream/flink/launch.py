@@ -143,3 +143,32 @@ def _command_lines() -> list[str]:
         with contextlib.suppress(OSError):
             lines.append(entry.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
     return lines
+
+
+#: The line a job prints (to stderr) when it fails; callers find the cause after it.
+FAILURE_MARKER = "JOB FAILED:"
+
+
+def root_cause(trace: str) -> str:
+    """The innermost cause of a Java stack trace, in one line, without its package.
+
+    The first line of the last `Caused by:`, or the trace's first line if it has none.
+
+    >>> trace = '''x.JobException: Recovery suppressed
+    ...     at a.B(B.java:1)
+    ... Caused by: org.postgresql.util.PSQLException: ERROR: violates "never"
+    ...   Detail: Failing row contains (a).'''
+    >>> root_cause(trace)
+    'PSQLException: ERROR: violates "never"'
+    >>> root_cause("")
+    'unknown error'
+    """
+    lines = [line.strip() for line in trace.splitlines() if line.strip()]
+    causes = [
+        line.removeprefix("Caused by:").strip() for line in lines if line.startswith("Caused by:")
+    ]
+    cause = causes[-1] if causes else (lines[0] if lines else "unknown error")
+    name, sep, message = cause.partition(": ")
+    if " " not in name:
+        name = name.rsplit(".", 1)[-1]
+    return f"{name}{sep}{message}"

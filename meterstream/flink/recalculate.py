@@ -2,8 +2,11 @@
 
 The figures come from the streaming job's own SQL (`sqlgen.aggregate_sql`); only the dedup
 differs in form: in batch, the first arrival of each (account, idempotency key) is the one with
-the smallest (arrival time, Kafka position), which is the order the streaming job saw them in
-(one account's events share a partition, and the raw topic's timestamps are append times).
+the lowest offset in its Kafka partition, the order the streaming job saw them in (see
+FIRST_ARRIVALS). Meters the archive holds but `schemas/` no longer defines keep the
+aggregation they were archived with (`retired`).
+
+A batch job fails fast: at most `BATCH_RESTARTS` restarts, then the error reaches the caller.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 
@@ -23,6 +27,7 @@ from meterstream.flink import tables
 from meterstream.flink.env import flink_configuration
 from meterstream.flink.launch import use_own_temp_dir
 from meterstream.flink.sqlgen import aggregate_sql
+from meterstream.meters.model import Aggregation
 from meterstream.meters.registry import MeterRegistry
 
 #: Streaming-only options that a batch job leaves out (no checkpoints, state TTL, mini-batches).
@@ -34,6 +39,11 @@ STREAMING_ONLY = (
     "table.exec.mini-batch.",
 )
 
+#: The stream's rule: of one (account, idempotency key), the arrival first in its Kafka partition
+#: (lowest offset) counts. Arrivals of one key share a partition when records are keyed by
+#: account, as the ingest API does; for a key seen in several partitions (another producer's
+#: keying, a topic given more partitions) the stream counts whichever its dedup sees first, and
+#: this picks each partition's first, then the earliest of those by broker timestamp.
 FIRST_ARRIVALS = """
 CREATE TEMPORARY VIEW first_arrivals AS
 SELECT account_id, meter, aggregation, event_time_ms,
@@ -43,9 +53,17 @@ FROM (
   SELECT *,
          ROW_NUMBER() OVER (
            PARTITION BY account_id, dedup_key
-           ORDER BY arrived_at, source_topic, source_partition, source_offset
+           ORDER BY arrived_at, source_topic, source_partition
          ) AS arrival
-  FROM archive_scope
+  FROM (
+    SELECT *,
+           ROW_NUMBER() OVER (
+             PARTITION BY account_id, dedup_key, source_topic, source_partition
+             ORDER BY source_offset
+           ) AS in_partition
+    FROM archive_scope
+  )
+  WHERE in_partition = 1
 )
 WHERE arrival = 1
 """
@@ -56,12 +74,27 @@ SELECT * FROM first_arrivals WHERE period_start = DATE '{period_start}'
 """
 
 
+#: Restarts of a failed batch job before it fails (the streaming job restarts without end).
+BATCH_RESTARTS = 2
+
+
 def batch_configuration(settings: Settings, *, job_name: str) -> dict[str, str]:
-    """The streaming job's options (jars, Python, UTC session zone) without streaming ones."""
+    """The streaming job's options (jars, Python, UTC session zone) without streaming ones.
+
+    Restarts are bounded: a batch job that fails for good ends, with its error.
+    """
     streaming = flink_configuration(
         settings, job_name=job_name, checkpoint_dir=Path(tempfile.gettempdir())
     )
-    return {k: v for k, v in streaming.items() if not k.startswith(STREAMING_ONLY)}
+    batch = {
+        k: v
+        for k, v in streaming.items()
+        if not k.startswith((*STREAMING_ONLY, "restart-strategy."))
+    }
+    batch["restart-strategy.type"] = "fixed-delay"
+    batch["restart-strategy.fixed-delay.attempts"] = str(BATCH_RESTARTS)
+    batch["restart-strategy.fixed-delay.delay"] = "2 s"
+    return batch
 
 
 def create_batch_table_env(settings: Settings, *, job_name: str) -> TableEnvironment:
@@ -83,6 +116,8 @@ def create_batch_table_env(settings: Settings, *, job_name: str) -> TableEnviron
 def jdbc_staging_ddl(settings: Settings, *, name: str = "usage_aggregates_recalc") -> str:
     """PostgreSQL `usage_aggregates_recalc`: the recalculated figures, same key as the real one."""
     options = tables._jdbc(settings, "usage_aggregates_recalc")  # noqa: SLF001 - same package
+    # A failed write fails the attempt at once: the job's bounded restarts are the retries.
+    options["sink.max-retries"] = "0"
     body = ",\n".join(f"    '{k}' = '{v}'" for k, v in options.items())
     return f"CREATE TEMPORARY TABLE {name} ({tables.USAGE_AGGREGATES_COLUMNS}) WITH (\n{body}\n)"
 
@@ -97,6 +132,7 @@ def define_recalculation(
     period_start: date,
     arrival_days: tuple[date, date],
     account: str | None = None,
+    retired: Mapping[str, Aggregation] | None = None,
 ) -> StatementSet:
     """Add the views from the archive table `source` to `sink`'s figures for one period.
 
@@ -110,6 +146,7 @@ def define_recalculation(
         arrival_days: the first and last `dt` partition to read; they must hold every arrival
             that can decide the period's first arrivals (`meterstream.recalc.arrival_days`).
         account: only this account (a literal, never spliced into SQL); None: all accounts.
+        retired: archived meters `registry` no longer defines, with their archived kind.
     """
     first, last = arrival_days
     scope = t_env.from_path(source).filter(
@@ -127,6 +164,7 @@ def define_recalculation(
             source="period_events",
             sink=sink,
             ttl_days=settings.flink.aggregate_ttl_days,
+            retired=retired,
         )
     )
     return statements

@@ -5,6 +5,8 @@ Meter names are checked identifiers and the only names spliced in; no event valu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from meterstream.meters.model import IDENTIFIER, Aggregation
 from meterstream.meters.registry import MeterRegistry
 
@@ -42,7 +44,14 @@ def _in(meters: list[str]) -> str:
     return ", ".join(f"'{m}'" for m in meters)
 
 
-def aggregate_sql(registry: MeterRegistry, *, source: str, sink: str, ttl_days: int) -> str:
+def aggregate_sql(
+    registry: MeterRegistry,
+    *,
+    source: str,
+    sink: str,
+    ttl_days: int,
+    retired: Mapping[str, Aggregation] | None = None,
+) -> str:
     """The INSERT that keeps `sink` equal to the figures of the deduplicated `source` rows.
 
     Every kind's accumulator is always computed, so the operator's state layout does not
@@ -51,13 +60,21 @@ def aggregate_sql(registry: MeterRegistry, *, source: str, sink: str, ttl_days: 
     Figures are absolute values keyed like the PostgreSQL primary key, so every write is an
     idempotent upsert; their state outlives the dedup window (`ttl_days`) so that a late event
     never restarts a figure from zero.
+
+    `retired`: meters `registry` no longer defines, with the aggregation their archived rows
+    carry (recalculation only: the streaming job rejects events of unknown meters).
     """
-    by_kind: dict[Aggregation, list[str]] = {}
+    kinds: dict[str, Aggregation] = {}
     for name in registry.names():
         meter = registry.current(name)
         assert meter is not None  # noqa: S101 - names() lists loaded meters
+        kinds[name] = meter.aggregation
+    for name, kind in sorted((retired or {}).items()):
+        kinds.setdefault(name, kind)
+    by_kind: dict[Aggregation, list[str]] = {}
+    for name, kind in kinds.items():
         _name(name)
-        by_kind.setdefault(meter.aggregation, []).append(name)
+        by_kind.setdefault(kind, []).append(name)
     kinds = [kind for kind in Aggregation if kind in by_kind]
     figure = "\n".join(
         f"    WHEN meter IN ({_in(by_kind[kind])}) THEN {FIGURES[kind]}" for kind in kinds

@@ -87,6 +87,10 @@ def kafka_raw_events_ddl(
     return f"CREATE TEMPORARY TABLE {name} ({RAW_EVENTS_COLUMNS}) WITH (\n{_with(options)}\n)"
 
 
+#: `application_name` of the jobs' PostgreSQL sessions (to find them in pg_stat_activity).
+JDBC_APPLICATION_NAME = "meterstream-flink"
+
+
 def _jdbc(settings: Settings, table: str) -> dict[str, str]:
     pg = settings.postgres
     return {
@@ -95,7 +99,12 @@ def _jdbc(settings: Settings, table: str) -> dict[str, str]:
         # so the session time zone is pinned to UTC (and the job's JVM runs with TZ=UTC).
         # reWriteBatchedInserts: a flush's upserts go as multi-row INSERT ... ON CONFLICT
         # statements (keys are unique within a flush), ~25% less PostgreSQL CPU (measured).
-        "url": f"{pg.jdbc_url}?options=-c%20TimeZone%3DUTC&reWriteBatchedInserts=true",
+        # idle_session_timeout: see FlinkSettings.jdbc_idle_session_timeout_s.
+        "url": (
+            f"{pg.jdbc_url}?options=-c%20TimeZone%3DUTC%20-c%20idle_session_timeout%3D"
+            f"{settings.flink.jdbc_idle_session_timeout_s}s"
+            f"&reWriteBatchedInserts=true&ApplicationName={JDBC_APPLICATION_NAME}"
+        ),
         "table-name": table,
         "username": pg.user,
         "password": pg.password,

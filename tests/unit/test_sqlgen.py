@@ -37,3 +37,23 @@ def test_aggregate_sql_refuses_identifiers_that_are_not_plain_names(
 ) -> None:
     with pytest.raises(ValueError, match="not a valid SQL identifier"):
         aggregate_sql(registry, source="x; DROP TABLE y", sink="usage_aggregates", ttl_days=70)
+
+
+def test_aggregate_sql_gives_a_retired_meter_its_archived_kinds_figure(
+    registry: MeterRegistry,
+) -> None:
+    def kind_lines(sql: str) -> dict[str, str]:
+        """meter -> the kind its `aggregation` column gets."""
+        out = {}
+        for line in sql.splitlines():
+            if "WHEN meter IN" in line and "THEN '" in line:
+                meters, kind = line.split("WHEN meter IN (")[1].split(") THEN ")
+                out.update({m.strip(" '"): kind.strip("'") for m in meters.split(",")})
+        return out
+
+    plain = aggregate_sql(registry, source="e", sink="usage_aggregates", ttl_days=70)
+    retired = {"old_meter": Aggregation.LATEST, "api_calls": Aggregation.MIN}
+    sql = aggregate_sql(registry, source="e", sink="usage_aggregates", ttl_days=70, retired=retired)
+    assert "old_meter" not in kind_lines(plain)
+    # A meter the schemas define keeps its definition; only the retired one is added.
+    assert kind_lines(sql) == {**kind_lines(plain), "old_meter": "LATEST"}
