@@ -22,7 +22,7 @@ import logging
 import sys
 from pathlib import Path
 
-from meterstream.archive import archive_root
+from meterstream.archive import archive_root, claim, stack_id
 from meterstream.config import load_settings
 from meterstream.flink import tables
 from meterstream.flink.archive import archive_table_ddl
@@ -74,7 +74,10 @@ def main(argv: list[str] | None = None) -> None:
         tables.kafka_rejected_events_ddl(settings, topic=args.rejected_topic, job_name=job_name)
     )
     if not args.no_archive:
-        t_env.execute_sql(archive_table_ddl(args.archive_dir or archive_root(settings)))
+        archive_dir = args.archive_dir or archive_root(settings)
+        # Marked as this stack's: a recalculation refuses another stack's archive.
+        claim(archive_dir, stack_id(settings))
+        t_env.execute_sql(archive_table_ddl(archive_dir))
     statements = define_workflow(
         t_env,
         load_registry(settings.schemas_dir),

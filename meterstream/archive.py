@@ -40,6 +40,53 @@ def archive_root(settings: Settings) -> Path:
     return Path(configured).resolve() if configured else settings.stack_dir / "archive"
 
 
+#: The file at the archive's root naming the stack (`stack_identity`) whose job writes it.
+STACK_ID_FILE = "STACK_ID"
+
+
+def stack_id(settings: Settings) -> str:
+    """This stack's id, from PostgreSQL (migration 0007)."""
+    import psycopg  # noqa: PLC0415 - keep `meterstream --help` fast
+
+    with psycopg.connect(settings.postgres.conninfo) as conn:
+        row = conn.execute("SELECT stack_id FROM stack_identity").fetchone()
+    if row is None:
+        msg = "stack_identity is empty: run `meterstream migrate`"
+        raise ArchiveError(msg)
+    return str(row[0])
+
+
+def archive_owner(root: Path) -> str | None:
+    """The stack id an archive is marked with; None for an unmarked (older) archive."""
+    marker = root / STACK_ID_FILE
+    return marker.read_text().strip() if marker.is_file() else None
+
+
+def check_owner(root: Path, stack: str) -> None:
+    """Refuse an archive marked with another stack's id (unmarked archives pass).
+
+    Raises:
+        ArchiveError: the archive belongs to another stack.
+    """
+    owner = archive_owner(root)
+    if owner is not None and owner != stack:
+        msg = (
+            f"the archive at {root} belongs to stack {owner}, not to this stack ({stack}): "
+            "it was written before a `meterstream reset` or by another deployment; "
+            "pass this stack's archive (--dir / --archive-dir) or move that one away"
+        )
+        raise ArchiveError(msg)
+
+
+def claim(root: Path, stack: str) -> None:
+    """Mark the archive as this stack's (creating it), or refuse one of another stack."""
+    check_owner(root, stack)
+    root.mkdir(parents=True, exist_ok=True)
+    marker = root / STACK_ID_FILE
+    if not marker.exists():
+        marker.write_text(stack + "\n")
+
+
 @dataclass(frozen=True, slots=True)
 class SealedFile:
     """One manifest line.

@@ -62,20 +62,23 @@ def status() -> None:
 
 
 @app.command()
-def reset() -> None:
-    """Delete the local stack's data (Kafka log, PostgreSQL cluster, checkpoints). Stop it first."""
-    import shutil  # noqa: PLC0415
+def reset(
+    keep_archive: Annotated[
+        bool, typer.Option(help="keep the audit archive (a recalculation will refuse it)")
+    ] = False,
+) -> None:
+    """Delete everything the stopped stack wrote, the audit archive too (unless --keep-archive).
 
-    from meterstream.stack import kafka, postgres  # noqa: PLC0415
+    That is Kafka's and PostgreSQL's data, checkpoints, savepoints, job temp files, logs and
+    the archive. The next `up` starts a new, empty stack with a new stack id; downloaded jars
+    are kept.
+    """
+    from meterstream.stack import local  # noqa: PLC0415
 
-    settings = load_settings()
     try:
-        kafka.reset(settings)
-        postgres.reset(settings)
+        local.reset(load_settings(), keep_archive=keep_archive, say=console.print)
     except MeterstreamError as exc:
         raise _fail(exc) from exc
-    shutil.rmtree(settings.stack_dir / "checkpoints", ignore_errors=True)
-    console.print("local stack data deleted")
 
 
 @app.command()

@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from meterstream.archive import committed_files
+from meterstream.archive import ArchiveError, check_owner, committed_files, stack_id
 from meterstream.config import PROJECT_ROOT, Settings
 from meterstream.errors import MeterstreamError
 from meterstream.flink.launch import FAILURE_MARKER, root_cause
@@ -423,14 +423,18 @@ def recalculate(
     batch job and changes nothing.
 
     Raises:
-        RecalculationError: the archive is missing, another recalculation runs, the job
-            failed, or the result would remove counted events (without `force`).
+        RecalculationError: the archive is missing or another stack's, another recalculation
+            runs, the job failed, or the result would remove counted events (without `force`).
     """
     import psycopg  # noqa: PLC0415 - keep `meterstream --help` fast
 
     if not archive_dir.is_dir():
         msg = f"there is no audit archive at {archive_dir} (the job writes it; see --archive-dir)"
         raise RecalculationError(msg)
+    try:
+        check_owner(archive_dir, stack_id(settings))
+    except ArchiveError as exc:
+        raise RecalculationError(str(exc)) from exc
     archived = scan_archive(archive_dir, scope.period_start, scope.account_id)
     first, last = arrival_days(scope.period_start)
     say(f"archive: {archived.rows} events in {archived.files} files arrived {first} .. {last}")

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from meterstream.archive import committed_files
+from meterstream.archive import STACK_ID_FILE, archive_owner, committed_files, stack_id
 from meterstream.cli import app
 from meterstream.config import Settings
 from meterstream.flink.recalculate import BATCH_RESTARTS
@@ -210,3 +210,15 @@ def test_a_failing_recalculation_fails_after_bounded_restarts_with_its_cause_in_
     # Never more than the current attempt's connection and the last one's, still closing.
     assert max(len(pids) for pids in seen) <= 2, seen  # noqa: PLR2004
     assert job_connections(settings) == []
+
+
+def test_recalculation_refuses_the_archive_of_another_stack(
+    archive_run: ArchiveRun, tmp_path: Path
+) -> None:
+    # The job marked its archive with this database's stack id; after a reset (a new
+    # database, a new id), the old archive's events must not come back into the figures.
+    assert archive_owner(archive_run.archive) == stack_id(archive_run.settings)
+    archive = copy_of(archive_run, tmp_path)
+    (archive / STACK_ID_FILE).write_text(f"{uuid.uuid4()}\n")
+    with pytest.raises(RecalculationError, match="belongs to stack .*, not to this stack"):
+        recalculate(archive_run.settings, RecalcScope(PERIOD_START.date()), archive_dir=archive)
