@@ -69,9 +69,9 @@ def reset(
 ) -> None:
     """Delete everything the stopped stack wrote, the audit archive too (unless --keep-archive).
 
-    That is Kafka's and PostgreSQL's data, checkpoints, savepoints, job temp files, logs and
-    the archive. The next `up` starts a new, empty stack with a new stack id; downloaded jars
-    are kept.
+    Kafka's and PostgreSQL's data, checkpoints, savepoints, job temp files,
+    logs and the archive. The next `up` is a new stack with a new stack id.
+    Downloaded jars are kept.
     """
     from meterstream.stack import local  # noqa: PLC0415
 
