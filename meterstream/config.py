@@ -93,6 +93,10 @@ class FlinkSettings:
     #: Check events with the JVM fast path first (`fast_check_event`), the Python rules only
     #: for what it does not recognise as accepted; false: every event through Python.
     fast_path: bool = True
+    #: Where dedup and figures run: "operator", one keyed JVM operator (`DedupAndFigures`,
+    #: jvm/udf); or "sql", the Flink SQL reference path (an OVER aggregation and a GROUP BY
+    #: generated from the meters), which the operator is tested against row for row.
+    keyed_path: str = "operator"
     #: State backend: "hashmap" (heap) or "rocksdb" (production: 35 days of ids off the heap).
     state_backend: str = "rocksdb"
     rest_port: int = 18081
@@ -193,6 +197,8 @@ class Settings:
             problems.append(f"ports must differ: {ports}")
         if self.flink.parallelism < 1:
             problems.append("flink.parallelism must be >= 1")
+        if self.flink.keyed_path not in ("operator", "sql"):
+            problems.append("flink.keyed_path must be 'operator' or 'sql'")
         if self.flink.state_backend not in ("hashmap", "rocksdb"):
             problems.append("flink.state_backend must be 'hashmap' or 'rocksdb'")
         if self.flink.allowed_lateness_hours < 0:

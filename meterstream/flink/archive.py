@@ -37,22 +37,19 @@ ARCHIVE_COLUMNS = """
     dt STRING
 """
 
-#: Every column except `dt` comes from the workflow's `arrivals` view: every accepted event
-#: (validated, numbered but not deduplicated), so retries and DUPLICATE_ID_CONFLICT repeats are
-#: archived too. Reading it after the dedup operator's shuffle (not `accepted_events`) writes the
-#: files in that operator's task, off the thread that reads Kafka and checks events, and reuses
-#: its time-zone lookup and period. (`arrival > 0` always holds; it keeps the planner from
-#: pruning the dedup operator out of this branch.)
+#: Every column except `dt` and `event_time` comes from the workflow's `archive_rows` view: every
+#: accepted event (validated, not deduplicated), so retries and DUPLICATE_ID_CONFLICT repeats are
+#: archived too. Both keyed paths give that view from the dedup's task, so the files are written
+#: off the thread that reads Kafka and checks events.
 #: `dt` is the arrival day; DATE_FORMAT of a TIMESTAMP_LTZ uses the session time zone, which
 #: `meterstream.flink.env` pins to UTC.
 ARCHIVE_INSERT = """
 INSERT INTO {sink}
-SELECT event_id, account_id, meter, aggregation, event_time, event_time_ms, period_start,
-       dimensions, quantity, unique_value, dedup_key, fingerprint, source_topic,
-       source_partition, source_offset, arrived_at, payload,
+SELECT event_id, account_id, meter, aggregation, TO_TIMESTAMP_LTZ(event_time_ms, 3),
+       event_time_ms, period_start, dimensions, quantity, unique_value, dedup_key, fingerprint,
+       source_topic, source_partition, source_offset, arrived_at, payload,
        DATE_FORMAT(arrived_at, 'yyyy-MM-dd') AS dt
-FROM arrivals
-WHERE arrival > 0
+FROM archive_rows
 """
 
 

@@ -1,9 +1,10 @@
-"""The workflow's optimized plan: one check per record, in order up to the dedup; dedup and
-totals in the JVM."""
+"""The workflow's plans: one check per record, in order up to the dedup; dedup and figures in the
+keyed operator (its stream graph) or in the SQL reference path (its optimized plan)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,62 @@ pytestmark = pytest.mark.flink
 @pytest.fixture(scope="module")
 def optimized_plan(settings: Settings, registry: MeterRegistry, tmp_path_factory) -> str:  # noqa: ANN001
     return plans.optimized_plan(settings, registry, tmp_path_factory.mktemp("plan"))
+
+
+@pytest.fixture(scope="module")
+def graph(settings: Settings, registry: MeterRegistry, tmp_path_factory) -> dict[int, Any]:  # noqa: ANN001
+    return plans.stream_graph(settings, registry, tmp_path_factory.mktemp("graph"), archive=True)
+
+
+def test_keyed_operator_path_checks_each_record_once_and_runs_no_python_operator(
+    graph: dict[int, Any],
+) -> None:
+    assert sum("check_event(" in node["contents"] for node in graph.values()) == 1
+    assert not any("Python" in node["contents"] for node in graph.values())
+
+
+def test_keyed_operator_path_keeps_each_partitions_order_from_the_source_to_the_operator(
+    graph: dict[int, Any],
+) -> None:
+    # One exchange (by account) into the operator, and before it one chain from the source:
+    # every node has one input, forwarded; nothing merges branches that could reorder records.
+    operator = plans.node_id(graph, "dedup_and_figures")
+    ((route, strategy),) = graph[operator]["predecessors"]
+    assert strategy == "HASH"
+    chain = [route, *plans.upstream(graph, route)]
+    for node in chain:
+        assert [s for _, s in graph[node]["predecessors"]] in ([], ["FORWARD"])
+    assert graph[chain[0]]["type"] == "route_checked"
+    assert graph[chain[-1]]["type"].startswith("Source: raw_events")
+    contents = [graph[node]["contents"] for node in chain]
+    assert any("LookupJoin(table=[default_catalog.default_database.account_time_zones]" in c
+               for c in contents)  # fmt: skip
+    assert any("check_event(" in c for c in contents)
+    assert any("billing_period_start(" in c and "arrived_too_late(" in c for c in contents)
+
+
+def test_keyed_operator_path_writes_figures_late_events_and_archive_in_the_operators_task(
+    graph: dict[int, Any],
+) -> None:
+    operator = plans.node_id(graph, "dedup_and_figures")
+    for sink in ("Sink: usage_aggregates", "Sink: late_events", "end: Writer"):
+        node = plans.node_id(graph, sink)
+        path = [node, *plans.upstream(graph, node)]
+        assert operator in path
+        between = path[: path.index(operator)]
+        assert all(s == "FORWARD" for n in between for _, s in graph[n]["predecessors"])
+
+
+def test_keyed_operator_path_logs_rejections_warnings_and_conflicts(
+    graph: dict[int, Any],
+) -> None:
+    for sink in (
+        plans.node_id(graph, "Sink: rejected_events["),
+        plans.node_id(graph, "rejected_events_topic", ": Writer"),
+    ):
+        sources = plans.upstream(graph, sink)
+        assert plans.node_id(graph, "check_log") in sources
+        assert plans.node_id(graph, "duplicate_conflicts") in sources
 
 
 def test_workflow_checks_each_record_once_in_one_jvm_function_for_all_branches(
