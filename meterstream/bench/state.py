@@ -13,7 +13,9 @@ from typing import Any
 from meterstream.bench.flinkjob import JobRun
 
 #: Vertex-name fragments of the operator that keeps one entry per (account, idempotency key).
-DEDUP_OPERATORS = ("Deduplicate", "OverAggregate", "Rank")
+#: The keyed operator (`dedup_and_figures`) keeps the figures and unique values in the same
+#: vertex: its bytes per key are an upper bound of the dedup's.
+DEDUP_OPERATORS = ("dedup_and_figures", "Deduplicate", "OverAggregate", "Rank")
 AGGREGATE_OPERATORS = ("GlobalGroupAggregate", "GroupAggregate")
 
 

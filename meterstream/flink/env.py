@@ -51,6 +51,15 @@ def flink_configuration(
         "table.exec.mini-batch.allow-latency": f"{f.mini_batch_latency_ms} ms",
         "table.exec.mini-batch.size": str(f.mini_batch_size),
         "table.local-time-zone": "UTC",
+        # Stable operator ids for the Table API's stateful operators (the Kafka source and sink,
+        # the archive's writer and committer): derived from the plan, not from the job graph's
+        # chaining, which changes with the parallelism (the archive's committer always runs at
+        # 1), so that a savepoint restores at another parallelism.
+        "table.exec.uid.generation": "ALWAYS",
+        # ...and the archive's committer (max parallelism 1) in a task of its own at every
+        # parallelism: chained to the writer at parallelism 1, its state would be saved with
+        # the writer's max parallelism (128) and not restore at parallelism 2.
+        "pipeline.operator-chaining.chain-operators-with-different-max-parallelism": "false",
         # The job's own REST endpoint (mini cluster) listens on loopback only. Only the bind
         # address: rest.address/rest.port would override `flink run -m` when submitting.
         "rest.bind-address": "127.0.0.1",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,14 +15,6 @@ from meterstream.testing import generate
 from tests.pipeline_helpers import oracle, rejections_in_postgres, totals_in_postgres
 
 pytestmark = [pytest.mark.e2e, pytest.mark.flink]
-
-
-@pytest.fixture(scope="module")
-def cluster(stack: Settings) -> Iterator[Settings]:
-    started = flink.start(stack)
-    yield stack
-    if started:
-        flink.stop(stack)
 
 
 def test_job_submitted_to_standalone_cluster_produces_the_oracle_totals(
