@@ -113,12 +113,21 @@ def _envelope_variants() -> list[tuple[str, dict[str, Any]]]:
         "2026-09-28T12:00:00Z",
         "2026-09-28T11:59:59.999999Z",
         "0000-01-01T00:00:00Z",
+        "2026-10-31T23:59:59.1234567891Z",
+        "2026-10-31T23:59:59.Z",
+        "2026-10-31T23:59:59+0530",
+        "2026-10-31T23:59:59+05:3",
+        "2026-10-31T23:59:59+05:30:00",
+        "2026-10-31T23:59:59Zz",
+        "\uff12026-10-31T23:59:59Z",
+        "2026-1a-31T23:59:59Z",
     ]
     schemas = [None, "schemas/llm_tokens/v1", "schemas/llm_tokens/v2", "v2", "x:v2.avsc"]
     schemas += ["schemas/llm_tokens/v3", "v0", "v2x", "", 2, "v1234567"]
     out: list[tuple[str, dict[str, Any]]] = [("time", {"time": t}) for t in times]
     out += [("dataschema", {"dataschema": s}) for s in schemas]
-    out += [("subject", {"subject": s}) for s in ["a", "a" * 128, "a" * 129, "-a", "a b", "é"]]
+    subjects = ["a", "a" * 128, "a" * 129, "-a", "a b", "é", "0a:b@c.d_e-f", "a/b"]
+    out += [("subject", {"subject": s}) for s in subjects]
     out += [("id", {"id": i}) for i in ["x" * 256, "x" * 257, "", 5, "id with spaces"]]
     out += [("type", {"type": t}) for t in ["no_such_meter", "", None, 3]]
     out += [("source", {"source": s}) for s in ["", None, ["a"]]]

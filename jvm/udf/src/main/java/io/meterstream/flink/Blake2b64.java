@@ -1,5 +1,9 @@
 package io.meterstream.flink;
 
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
+import java.nio.ByteOrder;
+
 /**
  * BLAKE2b (RFC 7693) with an 8-byte digest and no key: Python's
  * {@code hashlib.blake2b(data, digest_size=8)}, read as a big-endian signed long, as
@@ -25,8 +29,10 @@ final class Blake2b64 {
   private static final int BLOCK = 128;
   private static final int DIGEST_BYTES = 8;
 
+  private static final VarHandle LITTLE_ENDIAN_LONG =
+      MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);
+
   private final long[] h = new long[8];
-  private final long[] v = new long[16];
   private final long[] m = new long[16];
   private final byte[] block = new byte[BLOCK];
 
@@ -46,46 +52,112 @@ final class Blake2b64 {
     return Long.reverseBytes(h[0]);
   }
 
+  /**
+   * One compression (RFC 7693 section 3.2), the working vector in locals: the JIT keeps them in
+   * registers, where an array made every step a load and a store (~3x slower, measured).
+   */
   private void compress(byte[] bytes, int from, long counter, boolean last) {
-    byte[] source = last ? block : bytes;
-    int base = last ? 0 : from;
     for (int i = 0; i < 16; i++) {
-      long word = 0;
-      for (int b = 7; b >= 0; b--) {
-        word = (word << 8) | (source[base + 8 * i + b] & 0xffL);
-      }
-      m[i] = word;
+      m[i] = (long) LITTLE_ENDIAN_LONG.get(bytes, from + 8 * i);
     }
-    System.arraycopy(h, 0, v, 0, 8);
-    System.arraycopy(IV, 0, v, 8, 8);
-    v[12] ^= counter;
-    if (last) {
-      v[14] = ~v[14];
-    }
+    long v0 = h[0];
+    long v1 = h[1];
+    long v2 = h[2];
+    long v3 = h[3];
+    long v4 = h[4];
+    long v5 = h[5];
+    long v6 = h[6];
+    long v7 = h[7];
+    long v8 = IV[0];
+    long v9 = IV[1];
+    long v10 = IV[2];
+    long v11 = IV[3];
+    long v12 = IV[4] ^ counter;
+    long v13 = IV[5];
+    long v14 = last ? ~IV[6] : IV[6];
+    long v15 = IV[7];
     for (int round = 0; round < 12; round++) {
       byte[] s = SIGMA[round % 10];
-      mix(0, 4, 8, 12, m[s[0]], m[s[1]]);
-      mix(1, 5, 9, 13, m[s[2]], m[s[3]]);
-      mix(2, 6, 10, 14, m[s[4]], m[s[5]]);
-      mix(3, 7, 11, 15, m[s[6]], m[s[7]]);
-      mix(0, 5, 10, 15, m[s[8]], m[s[9]]);
-      mix(1, 6, 11, 12, m[s[10]], m[s[11]]);
-      mix(2, 7, 8, 13, m[s[12]], m[s[13]]);
-      mix(3, 4, 9, 14, m[s[14]], m[s[15]]);
+      // G(v0, v4, v8, v12)
+      v0 += v4 + m[s[0]];
+      v12 = Long.rotateRight(v12 ^ v0, 32);
+      v8 += v12;
+      v4 = Long.rotateRight(v4 ^ v8, 24);
+      v0 += v4 + m[s[1]];
+      v12 = Long.rotateRight(v12 ^ v0, 16);
+      v8 += v12;
+      v4 = Long.rotateRight(v4 ^ v8, 63);
+      // G(v1, v5, v9, v13)
+      v1 += v5 + m[s[2]];
+      v13 = Long.rotateRight(v13 ^ v1, 32);
+      v9 += v13;
+      v5 = Long.rotateRight(v5 ^ v9, 24);
+      v1 += v5 + m[s[3]];
+      v13 = Long.rotateRight(v13 ^ v1, 16);
+      v9 += v13;
+      v5 = Long.rotateRight(v5 ^ v9, 63);
+      // G(v2, v6, v10, v14)
+      v2 += v6 + m[s[4]];
+      v14 = Long.rotateRight(v14 ^ v2, 32);
+      v10 += v14;
+      v6 = Long.rotateRight(v6 ^ v10, 24);
+      v2 += v6 + m[s[5]];
+      v14 = Long.rotateRight(v14 ^ v2, 16);
+      v10 += v14;
+      v6 = Long.rotateRight(v6 ^ v10, 63);
+      // G(v3, v7, v11, v15)
+      v3 += v7 + m[s[6]];
+      v15 = Long.rotateRight(v15 ^ v3, 32);
+      v11 += v15;
+      v7 = Long.rotateRight(v7 ^ v11, 24);
+      v3 += v7 + m[s[7]];
+      v15 = Long.rotateRight(v15 ^ v3, 16);
+      v11 += v15;
+      v7 = Long.rotateRight(v7 ^ v11, 63);
+      // G(v0, v5, v10, v15)
+      v0 += v5 + m[s[8]];
+      v15 = Long.rotateRight(v15 ^ v0, 32);
+      v10 += v15;
+      v5 = Long.rotateRight(v5 ^ v10, 24);
+      v0 += v5 + m[s[9]];
+      v15 = Long.rotateRight(v15 ^ v0, 16);
+      v10 += v15;
+      v5 = Long.rotateRight(v5 ^ v10, 63);
+      // G(v1, v6, v11, v12)
+      v1 += v6 + m[s[10]];
+      v12 = Long.rotateRight(v12 ^ v1, 32);
+      v11 += v12;
+      v6 = Long.rotateRight(v6 ^ v11, 24);
+      v1 += v6 + m[s[11]];
+      v12 = Long.rotateRight(v12 ^ v1, 16);
+      v11 += v12;
+      v6 = Long.rotateRight(v6 ^ v11, 63);
+      // G(v2, v7, v8, v13)
+      v2 += v7 + m[s[12]];
+      v13 = Long.rotateRight(v13 ^ v2, 32);
+      v8 += v13;
+      v7 = Long.rotateRight(v7 ^ v8, 24);
+      v2 += v7 + m[s[13]];
+      v13 = Long.rotateRight(v13 ^ v2, 16);
+      v8 += v13;
+      v7 = Long.rotateRight(v7 ^ v8, 63);
+      // G(v3, v4, v9, v14)
+      v3 += v4 + m[s[14]];
+      v14 = Long.rotateRight(v14 ^ v3, 32);
+      v9 += v14;
+      v4 = Long.rotateRight(v4 ^ v9, 24);
+      v3 += v4 + m[s[15]];
+      v14 = Long.rotateRight(v14 ^ v3, 16);
+      v9 += v14;
+      v4 = Long.rotateRight(v4 ^ v9, 63);
     }
-    for (int i = 0; i < 8; i++) {
-      h[i] ^= v[i] ^ v[i + 8];
-    }
-  }
-
-  private void mix(int a, int b, int c, int d, long x, long y) {
-    v[a] = v[a] + v[b] + x;
-    v[d] = Long.rotateRight(v[d] ^ v[a], 32);
-    v[c] = v[c] + v[d];
-    v[b] = Long.rotateRight(v[b] ^ v[c], 24);
-    v[a] = v[a] + v[b] + y;
-    v[d] = Long.rotateRight(v[d] ^ v[a], 16);
-    v[c] = v[c] + v[d];
-    v[b] = Long.rotateRight(v[b] ^ v[c], 63);
+    h[0] ^= v0 ^ v8;
+    h[1] ^= v1 ^ v9;
+    h[2] ^= v2 ^ v10;
+    h[3] ^= v3 ^ v11;
+    h[4] ^= v4 ^ v12;
+    h[5] ^= v5 ^ v13;
+    h[6] ^= v6 ^ v14;
+    h[7] ^= v7 ^ v15;
   }
 }
