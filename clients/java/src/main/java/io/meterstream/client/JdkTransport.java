@@ -1,7 +1,6 @@
 package io.meterstream.client;
 
 import java.io.IOException;
-import java.io.InputStream;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
@@ -67,6 +66,8 @@ public final class JdkTransport implements Transport {
     HttpRequest.BodyPublisher publisher;
     if (body == null) {
       publisher = HttpRequest.BodyPublishers.noBody();
+    } else if (body instanceof Transport.Bytes bytes) {
+      publisher = HttpRequest.BodyPublishers.ofByteArray(bytes.bytes());
     } else {
       publisher =
           HttpRequest.BodyPublishers.fromPublisher(
@@ -84,15 +85,13 @@ public final class JdkTransport implements Transport {
       }
     }
     request.method(call.method(), publisher);
-    HttpResponse<InputStream> response =
-        http.send(request.build(), HttpResponse.BodyHandlers.ofInputStream());
+    HttpResponse<byte[]> response =
+        http.send(request.build(), HttpResponse.BodyHandlers.ofByteArray());
     Map<String, String> headers = new HashMap<>();
     response
         .headers()
         .map()
         .forEach((name, values) -> headers.put(name.toLowerCase(Locale.ROOT), String.join(", ", values)));
-    try (InputStream in = response.body()) {
-      return new Answer(response.statusCode(), headers, in.readAllBytes());
-    }
+    return new Answer(response.statusCode(), headers, response.body());
   }
 }

@@ -29,17 +29,20 @@ public interface Transport {
     InputStream open() throws IOException;
 
     static Body of(byte[] bytes) {
-      return new Body() {
-        @Override
-        public long length() {
-          return bytes.length;
-        }
+      return new Bytes(bytes);
+    }
+  }
 
-        @Override
-        public InputStream open() {
-          return new java.io.ByteArrayInputStream(bytes);
-        }
-      };
+  /** A body held in memory (a batch). */
+  record Bytes(byte[] bytes) implements Body {
+    @Override
+    public long length() {
+      return bytes.length;
+    }
+
+    @Override
+    public InputStream open() {
+      return new java.io.ByteArrayInputStream(bytes);
     }
   }
 
