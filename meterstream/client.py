@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import random
 import ssl
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -186,6 +187,7 @@ class MeterstreamClient:
         *,
         batch_size: int = MAX_BATCH_EVENTS,
         max_batch_bytes: int = MAX_BATCH_BYTES,
+        flush_interval_s: float | None = 1.0,
         max_attempts: int = 8,
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
@@ -214,8 +216,13 @@ class MeterstreamClient:
         self._sleep = sleep
         self._random = random
         self._on_result = on_result
+        self.flush_interval_s = flush_interval_s
+        self._lock = threading.Lock()
         self._buffer: list[tuple[dict[str, Any], bytes]] = []
         self._buffer_bytes = 2  # "[" and "]"
+        self._timer: threading.Timer | None = None
+        self._timers: list[threading.Timer] = []
+        self._deferred: ClientError | None = None
 
     # --- events ------------------------------------------------------------------------------
 
@@ -223,28 +230,85 @@ class MeterstreamClient:
         """Buffer an event, sending the buffer when it is full (events or bytes).
 
         The buffer is sent first if the event would take it past `max_batch_bytes`, and
-        with the event when it then holds `batch_size` events. The event is encoded now, so
-        the bytes sent (and resent) are fixed here.
+        with the event when it then holds `batch_size` events; else `flush_interval_s` after
+        its first event, by a timer thread. The event is encoded now, so the bytes sent (and
+        resent) are fixed here. Raises the error of a batch that could not be sent (also one
+        the timer sent).
         """
         raw = _encode(event)
+        batches = []
+        with self._lock:
+            self._raise_deferred()
+            if self._buffer and self._buffer_bytes + len(raw) + 1 > self.max_batch_bytes:
+                batches.append(self._take())
+            self._buffer_bytes += len(raw) + (1 if self._buffer else 0)
+            self._buffer.append((event, raw))
+            if len(self._buffer) >= self.batch_size:
+                batches.append(self._take())
+            else:
+                self._arm()
         result = None
-        if self._buffer and self._buffer_bytes + len(raw) + 1 > self.max_batch_bytes:
-            result = self.flush()
-        self._buffer.append((event, raw))
-        self._buffer_bytes += len(raw) + (1 if len(self._buffer) > 1 else 0)
-        if len(self._buffer) >= self.batch_size:
-            result = self.flush()
+        for batch in batches:
+            result = self._send(batch)
         return result
 
     def flush(self) -> BatchResult | None:
-        """Send what is buffered (None if nothing is).
+        """Send what is buffered (None if nothing is) and wait for what the timer is sending.
 
-        The result also goes to `on_result`. A batch that cannot be sent is reported there
+        Every result also goes to `on_result`. A batch that cannot be sent is reported there
         with every event `failed`, then its error is raised.
         """
-        if not self._buffer:
-            return None
+        with self._lock:
+            batch = self._take()
+            timers, self._timers = self._timers, []
+        result = self._send(batch) if batch else None
+        for timer in timers:
+            if timer is not threading.current_thread():
+                timer.join()
+        with self._lock:
+            self._raise_deferred()
+        return result
+
+    def _take(self) -> list[tuple[dict[str, Any], bytes]]:
+        """Empty the buffer and stop its timer; the lock is held."""
         batch, self._buffer, self._buffer_bytes = self._buffer, [], 2
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        return batch
+
+    def _raise_deferred(self) -> None:
+        """Raise (once) the error of a batch the timer could not send; the lock is held."""
+        error, self._deferred = self._deferred, None
+        if error is not None:
+            raise error
+
+    def _arm(self) -> None:
+        """Start the flush timer if it is not running; the lock is held.
+
+        Not a daemon thread: a process that forgets `close()` still sends its last events.
+        """
+        if self._timer is not None or self.flush_interval_s is None:
+            return
+        timer = threading.Timer(self.flush_interval_s, lambda: self._fire(timer))
+        self._timer = timer
+        self._timers.append(timer)
+        timer.start()
+
+    def _fire(self, timer: threading.Timer) -> None:
+        with self._lock:
+            if self._timer is not timer:
+                return
+            self._timer = None
+            batch = self._take()
+        try:
+            self._send(batch)
+        except ClientError as exc:
+            with self._lock:
+                self._deferred = self._deferred or exc
+
+    def _send(self, batch: list[tuple[dict[str, Any], bytes]]) -> BatchResult:
+        """Send a batch taken from the buffer and report its result to `on_result`."""
         body = b"[" + b",".join(raw for _, raw in batch) + b"]"
         try:
             result = self._post(body)
@@ -446,6 +510,8 @@ class MeterstreamClient:
         if exc_type is None:
             self.close()
         else:
+            with self._lock:
+                self._take()
             self._http.close()
 
 

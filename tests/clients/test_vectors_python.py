@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -92,6 +93,7 @@ def make_client(
         transport=httpx.MockTransport(replay),
         sleep=slept.append,
         random=lambda: next(randoms),
+        flush_interval_s=None,
         **options,
         **kwargs,
     )
@@ -244,3 +246,66 @@ def test_upload_matches_vector(
         assert list(progress[-1]) == expect["progress_last"]
         assert slept == pytest.approx(expect["sleeps_s"])
     replay.done()
+
+
+# --- the Python client's own behaviour beyond the vectors ------------------------------------
+
+
+def accept_all(request: httpx.Request) -> httpx.Response:
+    events = json.loads(request.read())
+    results = [{"index": i, "id": e["id"], "status": "accepted"} for i, e in enumerate(events)]
+    return httpx.Response(
+        202, json={"accepted": len(events), "rejected": 0, "failed": 0, "results": results}
+    )
+
+
+def test_timer_sends_what_is_buffered_without_flush() -> None:
+    arrived = threading.Event()
+    bodies: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.read())
+        arrived.set()
+        return accept_all(request)
+
+    reported: list[BatchResult] = []
+    client = MeterstreamClient(
+        "http://api.test",
+        "ms_x",
+        transport=httpx.MockTransport(handler),
+        flush_interval_s=0.02,
+        on_result=reported.append,
+    )
+    for i in range(3):
+        client.add(make_event("api_calls", "acct-1", {"i": i}))
+
+    assert arrived.wait(60)
+    client.close()
+    assert [len(json.loads(b)) for b in bodies] == [3]
+    assert [r.accepted for r in reported] == [3]
+
+
+def test_timer_failure_is_reported_and_raised_once_by_the_next_flush() -> None:
+    reported: list[BatchResult] = []
+    done = threading.Event()
+
+    def report(result: BatchResult) -> None:
+        reported.append(result)
+        done.set()
+
+    client = MeterstreamClient(
+        "http://api.test",
+        "ms_x",
+        transport=httpx.MockTransport(
+            lambda _r: httpx.Response(403, json={"error": "FORBIDDEN", "detail": "no scope"})
+        ),
+        flush_interval_s=0.01,
+        on_result=report,
+    )
+    client.add(make_event("api_calls", "acct-1", {}, event_id="e-1"))
+    assert done.wait(60)
+
+    with pytest.raises(ms.PermissionDeniedError):
+        client.flush()
+    assert [(r.id, r.status) for r in reported[0].results] == [("e-1", "failed")]
+    client.close()  # raised once
