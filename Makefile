@@ -12,6 +12,7 @@ help:
 	@echo "make up | down | status | lint | test-unit | clean"
 	@echo "make cluster-up | cluster-down   a standalone Flink session cluster (meterstream submit)"
 	@echo "make test-faults   the long fault-injection suite, on a stack of its own"
+	@echo "make test-clients  the Python, Node, Go and Java clients' tests (also in make test)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
