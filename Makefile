@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 MS := $(VENV)/bin/meterstream
 
-.PHONY: install demo up down status test test-unit test-faults lint clean bench cluster-up cluster-down
+.PHONY: install demo up down status test test-unit test-faults test-clients lint clean bench cluster-up cluster-down
 .DEFAULT_GOAL := help
 
 help:
@@ -12,6 +12,7 @@ help:
 	@echo "make up | down | status | lint | test-unit | clean"
 	@echo "make cluster-up | cluster-down   a standalone Flink session cluster (meterstream submit)"
 	@echo "make test-faults   the long fault-injection suite, on a stack of its own"
+	@echo "make test-clients  the Python, Node, Go and Java clients' tests (also in make test)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +62,12 @@ lint: install
 	$(VENV)/bin/ruff check meterstream jobs tests
 	$(VENV)/bin/ruff format --check meterstream jobs tests
 	$(MS) schemas check
+	$(MS) openapi --check
+
+# The SDKs in clients/ (Node, Go, Java suites, the shared vectors, the live-server test);
+# `make test` runs them too.
+test-clients: install
+	$(VENV)/bin/python -m pytest tests/clients
 
 clean: down
 	rm -rf .stack

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from meterstream.api.cli import accounts, orgs, serve, tokens, upload
+from meterstream.api.spec import openapi
 from meterstream.archive_cli import archive_app, recalculate
 from meterstream.bench.cli import bench
 from meterstream.billing_cli import periods, time_zone_app
@@ -282,6 +283,7 @@ app.command("periods")(periods)
 # The ingest API's commands (meterstream/api/cli.py).
 app.command("serve")(serve)
 app.command("upload")(upload)
+app.command("openapi")(openapi)
 app.add_typer(tokens, name="tokens")
 app.add_typer(orgs, name="orgs")
 app.add_typer(accounts, name="accounts")

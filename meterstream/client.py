@@ -10,12 +10,17 @@
 An event gets its id when it is made, and a batch is encoded once: a retry after a timeout, a
 429 or a 503 sends exactly the same bytes, so the pipeline's dedup by (account, id) makes the
 retry safe even when the first attempt did reach Kafka.
+
+The SDKs in clients/ (Node.js, Go, Java) follow the same rules; clients/vectors/ holds the
+requests, answers and retry scenarios that this client's tests and theirs replay.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import ssl
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -23,24 +28,75 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 
+from meterstream import __version__
 from meterstream.errors import MeterstreamError
 
 BATCH_TYPE = "application/cloudevents-batch+json"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 UPLOAD_CHUNK = 256 * 1024
+#: The API's limits per request (`api.max_events_per_request`, `api.max_request_bytes`).
+MAX_BATCH_EVENTS = 1_000
+MAX_BATCH_BYTES = 512 * 1024
+USER_AGENT = f"meterstream-python/{__version__}"
 
 
 class ClientError(MeterstreamError):
-    """The API refused a request (not retryable), or retries ran out."""
+    """The API refused a request (not retryable), or retries ran out.
+
+    `code` and `detail` are the API's error document's (`{"error": code, "detail": ...}`).
+    """
 
     def __init__(self, message: str, status: int | None = None, body: Any = None) -> None:
         super().__init__(message)
         self.status = status
         self.body = body
+        doc = body if isinstance(body, dict) else {}
+        self.code: str | None = doc.get("error") if isinstance(doc.get("error"), str) else None
+        self.detail: str | None = doc.get("detail") if isinstance(doc.get("detail"), str) else None
+
+
+class AuthenticationError(ClientError):
+    """401: the token is missing, malformed, unknown or revoked."""
+
+
+class PermissionDeniedError(ClientError):
+    """403: the token lacks the route's scope."""
+
+
+class NotFoundError(ClientError):
+    """404: no such account or upload in your organisation."""
+
+
+class PayloadTooLargeError(ClientError):
+    """413: too many events or bytes in one request."""
+
+
+class UnprocessableError(ClientError):
+    """422 without per-event results."""
+
+
+class RetriesExhaustedError(ClientError):
+    """429, 502-504 or network errors on every attempt; `status` is the last one's (or None)."""
+
+
+_ERRORS: dict[int, type[ClientError]] = {
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    413: PayloadTooLargeError,
+    422: UnprocessableError,
+}
+
+
+def _refuse(what: str, response: httpx.Response) -> NoReturn:
+    """Raise the typed error for a non-retryable answer."""
+    kind = _ERRORS.get(response.status_code, ClientError)
+    msg = f"{what}: {response.status_code} {response.text[:500]}"
+    raise kind(msg, response.status_code, _json(response))
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,18 +105,23 @@ class EventResult:
 
     index: int
     id: str | None
-    status: str  # accepted | rejected
+    status: str  # accepted | rejected | failed
     reason: str | None = None
     detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    """The outcome of one batch: every event accepted or rejected with its reason code."""
+    """The outcome of one batch: every event accepted, rejected with its reason code, or failed.
+
+    `failed` events were not sent (the batch could not be: `error` says why); send them again.
+    """
 
     accepted: int
     rejected: int
     results: tuple[EventResult, ...]
+    failed: int = 0
+    error: ClientError | None = None
 
     @property
     def rejections(self) -> list[EventResult]:
@@ -91,12 +152,29 @@ def make_event(
     }
 
 
-def _retry_after(response: httpx.Response | None, fallback: float) -> float:
-    if response is not None:
-        value = response.headers.get("retry-after", "")
+def _encode(event: dict[str, Any]) -> bytes:
+    """An event's compact JSON, as it goes into a batch."""
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+class _Backoff:
+    """Waits between attempts, from the same rule in every SDK (clients/vectors/send.json).
+
+    `Retry-After` (capped) when the answer has one, else capped exponential backoff with
+    jitter: `min(cap, base * 2**(k-1)) * (0.5 + 0.5 * random())` after attempt k.
+    """
+
+    def __init__(self, base: float, cap: float, rand: Callable[[], float]) -> None:
+        self.delay, self.cap, self.rand = base, cap, rand
+
+    def next(self, response: httpx.Response | None) -> float:
+        value = response.headers.get("retry-after", "") if response is not None else ""
         if value.isdigit():
-            return float(value)
-    return fallback
+            wait = min(self.cap, float(value))
+        else:
+            wait = min(self.cap, self.delay) * (0.5 + 0.5 * self.rand())
+        self.delay = min(self.cap, self.delay * 2)
+        return wait
 
 
 class MeterstreamClient:
@@ -107,7 +185,9 @@ class MeterstreamClient:
         base_url: str,
         token: str,
         *,
-        batch_size: int = 500,
+        batch_size: int = MAX_BATCH_EVENTS,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
+        flush_interval_s: float | None = 1.0,
         max_attempts: int = 8,
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
@@ -115,62 +195,163 @@ class MeterstreamClient:
         verify: bool | str = True,  # a str is a CA bundle to trust (a private CA)
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        random: Callable[[], float] = random.random,  # noqa: S311 - jitter, not secrets
+        on_result: Callable[[BatchResult], None] | None = None,
     ) -> None:
+        if not 1 <= batch_size <= MAX_BATCH_EVENTS:
+            msg = f"batch_size must be 1..{MAX_BATCH_EVENTS}, not {batch_size}"
+            raise ValueError(msg)
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT},
             timeout=timeout_s,
             verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify,
             transport=transport,
         )
         self.batch_size = batch_size
+        self.max_batch_bytes = min(max_batch_bytes, MAX_BATCH_BYTES)
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self._sleep = sleep
-        self._buffer: list[dict[str, Any]] = []
+        self._random = random
+        self._on_result = on_result
+        self.flush_interval_s = flush_interval_s
+        self._lock = threading.Lock()
+        self._buffer: list[tuple[dict[str, Any], bytes]] = []
+        self._buffer_bytes = 2  # "[" and "]"
+        self._timer: threading.Timer | None = None
+        self._timers: list[threading.Timer] = []
+        self._deferred: ClientError | None = None
 
     # --- events ------------------------------------------------------------------------------
 
     def add(self, event: dict[str, Any]) -> BatchResult | None:
-        """Buffer an event; send the buffer when it holds `batch_size` events."""
-        self._buffer.append(event)
-        if len(self._buffer) >= self.batch_size:
-            return self.flush()
-        return None
+        """Buffer an event, sending the buffer when it is full (events or bytes).
+
+        The buffer is sent first if the event would take it past `max_batch_bytes`, and
+        with the event when it then holds `batch_size` events; else `flush_interval_s` after
+        its first event, by a timer thread. The event is encoded now, so the bytes sent (and
+        resent) are fixed here. Raises the error of a batch that could not be sent (also one
+        the timer sent).
+        """
+        raw = _encode(event)
+        batches = []
+        with self._lock:
+            self._raise_deferred()
+            if self._buffer and self._buffer_bytes + len(raw) + 1 > self.max_batch_bytes:
+                batches.append(self._take())
+            self._buffer_bytes += len(raw) + (1 if self._buffer else 0)
+            self._buffer.append((event, raw))
+            if len(self._buffer) >= self.batch_size:
+                batches.append(self._take())
+            else:
+                self._arm()
+        result = None
+        for batch in batches:
+            result = self._send(batch)
+        return result
 
     def flush(self) -> BatchResult | None:
-        """Send what is buffered (None if nothing is)."""
-        if not self._buffer:
-            return None
-        batch, self._buffer = self._buffer, []
-        return self.send_batch(batch)
+        """Send what is buffered (None if nothing is) and wait for what the timer is sending.
+
+        Every result also goes to `on_result`. A batch that cannot be sent is reported there
+        with every event `failed`, then its error is raised.
+        """
+        with self._lock:
+            batch = self._take()
+            timers, self._timers = self._timers, []
+        result = self._send(batch) if batch else None
+        for timer in timers:
+            if timer is not threading.current_thread():
+                timer.join()
+        with self._lock:
+            self._raise_deferred()
+        return result
+
+    def _take(self) -> list[tuple[dict[str, Any], bytes]]:
+        """Empty the buffer and stop its timer; the lock is held."""
+        batch, self._buffer, self._buffer_bytes = self._buffer, [], 2
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        return batch
+
+    def _raise_deferred(self) -> None:
+        """Raise (once) the error of a batch the timer could not send; the lock is held."""
+        error, self._deferred = self._deferred, None
+        if error is not None:
+            raise error
+
+    def _arm(self) -> None:
+        """Start the flush timer if it is not running; the lock is held.
+
+        Not a daemon thread: a process that forgets `close()` still sends its last events.
+        """
+        if self._timer is not None or self.flush_interval_s is None:
+            return
+        timer = threading.Timer(self.flush_interval_s, lambda: self._fire(timer))
+        self._timer = timer
+        self._timers.append(timer)
+        timer.start()
+
+    def _fire(self, timer: threading.Timer) -> None:
+        with self._lock:
+            if self._timer is not timer:
+                return
+            self._timer = None
+            batch = self._take()
+        try:
+            self._send(batch)
+        except ClientError as exc:
+            with self._lock:
+                self._deferred = self._deferred or exc
+
+    def _send(self, batch: list[tuple[dict[str, Any], bytes]]) -> BatchResult:
+        """Send a batch taken from the buffer and report its result to `on_result`."""
+        body = b"[" + b",".join(raw for _, raw in batch) + b"]"
+        try:
+            result = self._post(body)
+        except ClientError as exc:
+            failed = tuple(
+                EventResult(i, event.get("id"), "failed", None, str(exc))
+                for i, (event, _) in enumerate(batch)
+            )
+            if self._on_result is not None:
+                self._on_result(BatchResult(0, 0, failed, len(failed), exc))
+            raise
+        if self._on_result is not None:
+            self._on_result(result)
+        return result
 
     def send_batch(self, events: Sequence[dict[str, Any]]) -> BatchResult:
-        """Send events as one batch, retrying the same bytes on 429, 503 and network errors."""
-        body = json.dumps(list(events), separators=(",", ":")).encode()
+        """Send events as one batch, retrying the same bytes on 429, 502-504 and network errors."""
+        return self._post(b"[" + b",".join(_encode(e) for e in events) + b"]")
+
+    def _post(self, body: bytes) -> BatchResult:
         response = self._retrying(
             "POST", "/v1/events", content=body, headers={"Content-Type": BATCH_TYPE}
         )
-        if response.status_code not in (202, 422):
-            msg = f"POST /v1/events: {response.status_code} {response.text[:500]}"
-            raise ClientError(
-                msg,
-                response.status_code,
-                _json(response),
-            )
-        doc = response.json()
+        doc = _json(response)
+        if response.status_code not in (202, 422) or not isinstance(doc, dict):
+            _refuse("POST /v1/events", response)
+        if "results" not in doc:  # e.g. a 422 from a proxy
+            _refuse("POST /v1/events", response)
         return BatchResult(
             accepted=doc["accepted"],
             rejected=doc["rejected"],
+            failed=doc.get("failed", 0),
             results=tuple(
                 EventResult(r["index"], r.get("id"), r["status"], r.get("reason"), r.get("detail"))
                 for r in doc["results"]
             ),
         )
 
+    def _backoff(self) -> _Backoff:
+        return _Backoff(self.backoff_s, self.max_backoff_s, self._random)
+
     def _retrying(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        delay = self.backoff_s
+        backoff = self._backoff()
         response: httpx.Response | None = None
         for attempt in range(1, self.max_attempts + 1):
             try:
@@ -182,11 +363,10 @@ class MeterstreamClient:
                     return response
             if attempt == self.max_attempts:
                 break
-            self._sleep(min(self.max_backoff_s, _retry_after(response, delay)))
-            delay = min(self.max_backoff_s, delay * 2)
+            self._sleep(backoff.next(response))
         status = response.status_code if response is not None else None
         msg = f"{method} {url}: gave up after {self.max_attempts} attempts"
-        raise ClientError(msg, status)
+        raise RetriesExhaustedError(msg, status, _json(response) if response is not None else None)
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -195,12 +375,7 @@ class MeterstreamClient:
         while True:
             response = self._retrying("GET", url, params=query)
             if response.status_code != 200:  # noqa: PLR2004
-                msg = f"GET {url}: {response.status_code} {response.text[:500]}"
-                raise ClientError(
-                    msg,
-                    response.status_code,
-                    _json(response),
-                )
+                _refuse(f"GET {url}", response)
             doc = response.json()
             yield from doc["items"]
             if not doc.get("next_cursor"):
@@ -232,7 +407,7 @@ class MeterstreamClient:
         fmt = fmt or ("json" if path.suffix.lower() == ".json" else "jsonl")
         upload_id = upload_id or str(uuid.uuid4())
         size = path.stat().st_size
-        created, offset, delay = False, 0, self.backoff_s
+        created, offset, backoff = False, 0, self._backoff()
         for _attempt in range(self.max_attempts):
             response = self._send_file(
                 path,
@@ -248,12 +423,7 @@ class MeterstreamClient:
                 if doc.get("state") in ("done", "failed"):
                     return doc
             elif response is not None and response.status_code not in (*RETRY_STATUSES, 409):
-                msg = f"upload: {response.status_code} {response.text[:500]}"
-                raise ClientError(
-                    msg,
-                    response.status_code,
-                    _json(response),
-                )
+                _refuse("upload", response)
             status = self._upload_status(upload_id)
             if status is None:
                 created = False
@@ -263,10 +433,9 @@ class MeterstreamClient:
                 offset = status["offset"]
                 if status["state"] == "done":
                     return status
-            self._sleep(min(self.max_backoff_s, _retry_after(response, delay)))
-            delay = min(self.max_backoff_s, delay * 2)
+            self._sleep(backoff.next(response))
         msg = f"upload {upload_id}: gave up after {self.max_attempts} attempts"
-        raise ClientError(msg)
+        raise RetriesExhaustedError(msg)
 
     def _send_file(
         self,
@@ -312,11 +481,7 @@ class MeterstreamClient:
         if response.status_code == 404:  # noqa: PLR2004
             return None
         if response.status_code != 200:  # noqa: PLR2004
-            msg = f"upload status: {response.status_code} {response.text[:500]}"
-            raise ClientError(
-                msg,
-                response.status_code,
-            )
+            _refuse("upload status", response)
         doc: dict[str, Any] = response.json()
         return doc
 
@@ -345,10 +510,13 @@ class MeterstreamClient:
         if exc_type is None:
             self.close()
         else:
+            with self._lock:
+                self._take()
             self._http.close()
 
 
 def _json(response: httpx.Response) -> Any:
+    """The answer's JSON document, or None if it is not JSON."""
     try:
         return response.json()
     except ValueError:

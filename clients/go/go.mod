@@ -1,0 +1,3 @@
+module github.com/meterstream/meterstream/clients/go
+
+go 1.19
