@@ -1,22 +1,29 @@
 r"""The aggregation job built up stage by stage, each stage's rate on the same topic (a script).
 
     .venv/bin/python bench/pipeline_stages.py --records 2000000
-    .venv/bin/python bench/pipeline_stages.py --records 2000000 --stages check dedup
+    .venv/bin/python bench/pipeline_stages.py --records 2000000 --stages check keyed
 
 Where is the pipeline's throughput lost? Each stage is the one before it plus one part of the
-real job, built from the job's own SQL (`meterstream.flink.workflow`, `sqlgen`), drained from
-the same pre-produced topic as `bench/pipeline_ab.py` (`--records` picks it; produced on first
-use), at parallelism 1, into a blackhole unless said:
+real job, built from the job's own SQL and wiring (`meterstream.flink.workflow`, `sqlgen`),
+drained from the same pre-produced topic as `bench/pipeline_ab.py` (`--records` picks it;
+produced on first use), at parallelism 1, into a blackhole unless said:
 
     read       the Kafka source alone (`jobs/read_blackhole.py`)
+    parse      the source, and each record's JSON parsed once (`--parse`)
     check      + the check of every record (JVM fast path, Python rules in place for the
                rest), its billing period and lateness (UTC)
+  the keyed operator (`flink.keyed_path = operator`, the default):
+    keyed      + dedup and figures in the keyed operator; figures out
+    keyed-jdbc the same into PostgreSQL's `usage_aggregates` (idempotent upserts)
+  the SQL reference path (`flink.keyed_path = sql`):
     dedup      + the dedup operator (RocksDB, 35-day TTL); first arrivals out
     aggregate  + the per-account, per-period figures (two-phase, RocksDB)
     jdbc       the same into PostgreSQL's `usage_aggregates` (idempotent upserts)
-    full       the real job (`jobs/aggregate_usage.py`): + the time-zone lookup, the
-               validation log (PostgreSQL and Kafka), late events and the audit archive
-    full-no-archive  the real job with `--no-archive`
+  the real job (`jobs/aggregate_usage.py`): + the time-zone lookup, the validation log
+  (PostgreSQL and Kafka), late events and the audit archive:
+    full       on the keyed operator
+    full-no-archive  the same with `--no-archive`
+    full-sql   on the SQL reference path
 
 Needs the local stack (`meterstream up`). Prints each stage's steady rate and busiest threads.
 """
@@ -35,7 +42,21 @@ from meterstream.bench.flinkjob import aggregate_argv, blackhole_argv, observed
 from meterstream.config import load_settings
 from meterstream.flink.launch import JobOptions
 
-STAGES = ("read", "check", "dedup", "aggregate", "jdbc", "full-no-archive", "full")
+STAGES = (
+    "read",
+    "parse",
+    "check",
+    "keyed",
+    "keyed-jdbc",
+    "dedup",
+    "aggregate",
+    "jdbc",
+    "full-no-archive",
+    "full",
+    "full-sql",
+)
+#: The stages that run dedup and figures on the SQL reference path.
+SQL_STAGES = ("dedup", "aggregate", "jdbc", "full-sql")
 
 FIRST_ARRIVALS_SINK = """
 CREATE TEMPORARY TABLE first_arrivals (
@@ -70,41 +91,50 @@ def run_stage_job(stage: str, topic: str, group_id: str, checkpoint_dir: Path) -
     lateness = int(settings.flink.allowed_lateness_hours)
     for view in (
         workflow.CHECKED_EVENTS.format(source="raw_events"),
-        workflow.VALIDATED_EVENTS,
+        workflow.CHECKED_FLAT,
         workflow.UTC_EVENTS,
-        workflow.ACCEPTED_EVENTS.format(lateness_hours=lateness),
-        workflow.ARRIVALS,
-        workflow.UNIQUE_EVENTS,
+        workflow.ROUTED_EVENTS.format(lateness_hours=lateness),
     ):
         t_env.execute_sql(view)
+    figures = f"CREATE TEMPORARY TABLE figures ({tables.USAGE_AGGREGATES_COLUMNS})"
+    figures += " WITH ('connector' = 'blackhole')"
     if stage == "check":
         t_env.execute_sql(CHECKED_SINK)
         insert = (
             "INSERT INTO checked SELECT event_id, account_id, dedup_key, period_start,"
-            " too_late, fingerprint FROM accepted_events"
+            " too_late, fingerprint FROM routed_events WHERE reason IS NULL"
         )
-    elif stage == "dedup":
-        t_env.execute_sql(FIRST_ARRIVALS_SINK)
-        insert = (
-            "INSERT INTO first_arrivals SELECT account_id, meter, period_start, dimensions,"
-            " quantity, unique_value, arrived_at FROM unique_events"
-        )
-    else:
-        if stage == "aggregate":
+    elif stage.startswith("keyed"):
+        t_env.execute_sql(workflow.KEYED_INPUT)
+        sinks = tables.SinkTables(late_events=None, archive=None)
+        workflow.register_keyed_path(t_env, registry, settings, sinks)
+        if stage == "keyed":
             sink = "figures"
-            t_env.execute_sql(
-                f"CREATE TEMPORARY TABLE figures ({tables.USAGE_AGGREGATES_COLUMNS})"
-                " WITH ('connector' = 'blackhole')"
-            )
+            t_env.execute_sql(figures)
         else:
             sink = "usage_aggregates"
             t_env.execute_sql(tables.jdbc_usage_aggregates_ddl(settings))
-        insert = aggregate_sql(
-            registry,
-            source="unique_events",
-            sink=sink,
-            ttl_days=settings.flink.aggregate_ttl_days,
-        )
+        insert = workflow.FIGURES.format(sink=sink)
+    else:
+        t_env.execute_sql(workflow.ARRIVALS)
+        t_env.execute_sql(workflow.UNIQUE_EVENTS)
+        if stage == "dedup":
+            t_env.execute_sql(FIRST_ARRIVALS_SINK)
+            insert = (
+                "INSERT INTO first_arrivals SELECT account_id, meter, period_start, dimensions,"
+                " quantity, unique_value, arrived_at FROM unique_events"
+            )
+        else:
+            sink = "figures" if stage == "aggregate" else "usage_aggregates"
+            t_env.execute_sql(
+                figures if stage == "aggregate" else tables.jdbc_usage_aggregates_ddl(settings)
+            )
+            insert = aggregate_sql(
+                registry,
+                source="unique_events",
+                sink=sink,
+                ttl_days=settings.flink.aggregate_ttl_days,
+            )
     result = t_env.execute_sql(insert)
     client = result.get_job_client()
     if client is not None:
@@ -115,8 +145,14 @@ def run_stage_job(stage: str, topic: str, group_id: str, checkpoint_dir: Path) -
 def stage_argv(stage: str, prefix: str, tag: str, workdir: Path) -> list[str]:
     """The command line of one stage's job."""
     topic, group, checkpoints = f"{prefix}-raw", f"bench-{tag}", workdir / "checkpoints" / tag
-    if stage == "read":
-        return blackhole_argv(topic=topic, group_id=group, checkpoint_dir=checkpoints, job_name=tag)
+    if stage in ("read", "parse"):
+        return blackhole_argv(
+            topic=topic,
+            group_id=group,
+            checkpoint_dir=checkpoints,
+            job_name=tag,
+            parse=stage == "parse",
+        )
     if stage.startswith("full"):
         job = JobOptions(
             topic=topic,
@@ -138,14 +174,17 @@ def measure_stage(stage: str, topic: dict[str, int | str], workdir: Path, window
     """Run one stage's job over the topic (time-boxed), print its steady rate and threads."""
     settings = load_settings()
     prefix = str(topic["prefix"])
-    if stage in ("jdbc", "full", "full-no-archive"):
+    if stage in ("jdbc", "keyed-jdbc", "full", "full-no-archive", "full-sql"):
         pipeline.clear_outputs(settings, prefix, f"{prefix}-raw")
     tag = f"stage-{stage}-{uuid.uuid4().hex[:6]}"
     run = pipeline.drain(
         settings,
         tag,
         stage_argv(stage, prefix, tag, workdir),
-        env={"METERSTREAM_FLINK_PARALLELISM": "1"},
+        env={
+            "METERSTREAM_FLINK_PARALLELISM": "1",
+            "METERSTREAM_FLINK_KEYED_PATH": "sql" if stage in SQL_STAGES else "operator",
+        },
         workdir=workdir,
         window_s=window_s,
     )
@@ -159,7 +198,7 @@ def measure_stage(stage: str, topic: dict[str, int | str], workdir: Path, window
     )
     for name, cores in figures.cpu_threads[:5]:
         print(f"{'':>18}{cores:4.2f} cores  {name[:90]}", flush=True)
-    if stage == "full":
+    if stage in ("full", "full-sql"):
         shutil.rmtree(workdir / "archive", ignore_errors=True)  # the job's audit archive
 
 

@@ -1,9 +1,10 @@
-"""Read the raw topic into a blackhole: the benchmark's baseline for the aggregation job.
+"""Read the raw topic into a blackhole: the benchmark's baselines for the aggregation job.
 
 Input:  the same Kafka source as `jobs/aggregate_usage.py` (same DDL, same Flink configuration:
-        checkpoints, state backend, mini-batches), reading every column the job reads.
+        checkpoints, state backend), reading every column the job reads.
 Output: nothing (`'connector' = 'blackhole'`).
-Guarantees: none; it measures what reading the topic alone costs on this machine.
+Guarantees: none; it measures what reading the topic alone costs on this machine, and with
+`--parse` what reading it and parsing each record's JSON once costs (`parse_json`, jvm/udf).
 
 Run by `meterstream bench`; by hand: `python jobs/read_blackhole.py --topic T --bounded`.
 """
@@ -34,6 +35,20 @@ INSERT INTO blackhole
 SELECT payload, kafka_topic, kafka_partition, kafka_offset, arrived_at FROM raw_events
 """
 
+PARSED = """
+CREATE TEMPORARY TABLE parsed (
+    fields INT,
+    kafka_partition INT,
+    kafka_offset BIGINT,
+    arrived_at TIMESTAMP_LTZ(3)
+) WITH ('connector' = 'blackhole')
+"""
+
+READ_AND_PARSE = """
+INSERT INTO parsed
+SELECT parse_json(payload), kafka_partition, kafka_offset, arrived_at FROM raw_events
+"""
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         "--bounded", action="store_true", help="stop at the offsets that are current at start-up"
     )
     parser.add_argument("--job-name", default="meterstream-read-blackhole")
+    parser.add_argument("--parse", action="store_true", help="also parse each record's JSON once")
     args = parser.parse_args(argv)
 
     settings = load_settings()
@@ -54,8 +70,13 @@ def main(argv: list[str] | None = None) -> None:
             settings, topic=args.topic, group_id=args.group_id, bounded=args.bounded
         )
     )
-    t_env.execute_sql(BLACKHOLE)
-    result = t_env.execute_sql(READ)
+    if args.parse:
+        t_env.create_java_temporary_system_function("parse_json", "io.meterstream.flink.ParseJson")
+        t_env.execute_sql(PARSED)
+        result = t_env.execute_sql(READ_AND_PARSE)
+    else:
+        t_env.execute_sql(BLACKHOLE)
+        result = t_env.execute_sql(READ)
     client = result.get_job_client()
     if client is not None:
         print(f"job id: {client.get_job_id()}", flush=True)  # noqa: T201 - the bench reads this

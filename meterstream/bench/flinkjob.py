@@ -395,9 +395,15 @@ def aggregate_argv(options: JobOptions) -> list[str]:
 
 
 def blackhole_argv(
-    *, topic: str, group_id: str, checkpoint_dir: Path, job_name: str, bounded: bool = True
+    *,
+    topic: str,
+    group_id: str,
+    checkpoint_dir: Path,
+    job_name: str,
+    bounded: bool = True,
+    parse: bool = False,
 ) -> list[str]:
-    """The baseline job's command line (`jobs/read_blackhole.py`)."""
+    """A baseline job's command line (`jobs/read_blackhole.py`, with `--parse` if asked)."""
     argv = [
         sys.executable,
         str(BLACKHOLE_JOB),
@@ -412,4 +418,6 @@ def blackhole_argv(
     ]
     if bounded:
         argv.append("--bounded")
+    if parse:
+        argv.append("--parse")
     return observed(argv)

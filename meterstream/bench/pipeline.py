@@ -209,8 +209,10 @@ def run_bounded(
 ) -> JobRun:
     """Run `job` over the topic, bounded, for at most `window_s`.
 
-    Jobs: "pipeline" (the aggregation job), "pipeline-python" (the same with the JVM fast path
-    off: every event through the Python rules) or "blackhole" (read only).
+    Jobs: "pipeline" (the aggregation job), "pipeline-sql" (the same with dedup and figures
+    on the SQL reference path), "pipeline-python" (the JVM fast path off: every event through
+    the Python rules), "blackhole" (read only) or "parse" (read, and parse each record's JSON
+    once).
 
     The time box starts at the job's first record; a job still reading then is killed and its
     rate is the rate it sustained so far.
@@ -220,6 +222,8 @@ def run_bounded(
     env = {"METERSTREAM_FLINK_PARALLELISM": str(parallelism)}
     if job == "pipeline-python":
         env["METERSTREAM_FLINK_FAST_PATH"] = "false"
+    if job == "pipeline-sql":
+        env["METERSTREAM_FLINK_KEYED_PATH"] = "sql"
     if job.startswith("pipeline"):
         argv = aggregate_argv(
             JobOptions(
@@ -238,6 +242,7 @@ def run_bounded(
             group_id=f"bench-{tag}",
             checkpoint_dir=checkpoints,
             job_name=f"bench-{tag}",
+            parse=job == "parse",
         )
     return drain(
         settings,

@@ -50,6 +50,8 @@ class BenchOptions:
     cluster_recovery: bool = True
     #: Also run the pipeline with the JVM fast path off (every event through Python), p=1.
     python_baseline: bool = True
+    #: Also run the pipeline with dedup and figures on the SQL reference path, p=1.
+    sql_baseline: bool = True
     batch_records: int = 200_000
     #: Rounds of raw produce and API, taken in turn; each figure is the median round.
     ingest_rounds: int = ingest.ROUNDS
@@ -70,6 +72,7 @@ class BenchOptions:
             records=20_000,
             parallelism=(1,),
             python_baseline=False,
+            sql_baseline=False,
             fresh_rate=1_000.0,
             fresh_seconds=6.0,
             batch_records=10_000,
@@ -246,6 +249,9 @@ def run_bench(settings: Settings, options: BenchOptions, say: Say = print) -> Be
         _phase(ctx, "raw produce baseline", lambda: _produce(ctx))
         for p in options.parallelism:
             _phase(ctx, f"pipeline p={p}", lambda p=p: _throughput(ctx, "pipeline", p))
+        if options.sql_baseline:
+            # The same job with dedup and figures on the SQL reference path.
+            _phase(ctx, "pipeline-sql p=1", lambda: _throughput(ctx, "pipeline-sql", 1))
         if options.python_baseline:
             # The pipeline as it was before the JVM fast path: every event through Python.
             _phase(ctx, "pipeline-python p=1", lambda: _throughput(ctx, "pipeline-python", 1))
@@ -258,6 +264,7 @@ def run_bench(settings: Settings, options: BenchOptions, say: Say = print) -> Be
         _phase(ctx, "the blackhole's topic", lambda: _produce_reads(ctx))
         for p in options.parallelism:
             _phase(ctx, f"blackhole p={p}", lambda p=p: _throughput(ctx, "blackhole", p))
+            _phase(ctx, f"read and parse p={p}", lambda p=p: _throughput(ctx, "parse", p))
     finally:
         if not options.keep_topics:
             topics = ("raw", "rejected", "batch", "reads", "live", "cluster")
@@ -309,7 +316,7 @@ def _throughput(ctx: RunContext, job: str, parallelism: int) -> None:
     """One bounded run of `job` over the pre-produced topic (the blackhole: over its own)."""
     records = len(ctx.gen.records)
     topic = ctx.raw
-    if job == "blackhole":
+    if job in ("blackhole", "parse"):
         topic, records = ctx.reads_topic, records * BLACKHOLE_PASSES
     if job.startswith("pipeline"):
         pipeline.clear_outputs(ctx.settings, ctx.prefix, ctx.raw)

@@ -58,3 +58,23 @@ def test_the_api_is_judged_by_its_median_round_against_the_median_raw_produce() 
     assert raw["note"].startswith("median of 3 rounds (150,000, 200,000, 260,000); ")
     results.api = ApiFigures("measured", 99_000.0, 30.0, 50.0, rounds=api_rounds)
     assert not {r["figure"]: r for r in report.headline(results)}[api["figure"]]["met"]
+
+
+def test_the_pipeline_is_judged_against_reading_and_parsing_and_the_sql_path() -> None:
+    results = BenchResults(options=BenchOptions(parallelism=(1,)), run_id="x", machine={})
+    results.workload = {"records": 1_000}
+    results.throughput = [
+        _run("pipeline", 120_000, coarse=False),
+        _run("blackhole", 1_200_000, coarse=False),
+        _run("parse", 200_000, coarse=False),
+        _run("pipeline-sql", 40_000, coarse=False),
+    ]
+    rows = {r["figure"]: r for r in report.headline(results)}
+    pipeline = rows["1. pipeline throughput, parallelism 1"]
+    assert (pipeline["baseline"], pipeline["ratio"], pipeline["met"]) == (200_000, 0.6, True)
+    assert "bare read into a blackhole (1,200,000 events/s): 0.10x" in pipeline["note"]
+    keyed = rows["1. pipeline, parallelism 1, keyed operator vs the SQL reference path"]
+    assert (keyed["baseline"], keyed["ratio"], keyed["met"]) == (40_000, 3.0, True)
+    results.throughput[0] = _run("pipeline", 90_000, coarse=False)
+    rows = {r["figure"]: r for r in report.headline(results)}
+    assert rows["1. pipeline throughput, parallelism 1"]["met"] is False
