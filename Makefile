@@ -13,10 +13,13 @@ help:
 	@echo "make cluster-up | cluster-down   a standalone Flink session cluster (meterstream submit)"
 	@echo "make test-faults   the long fault-injection suite, on a stack of its own"
 
+# The filter drops one notice of setuptools about every editable install of a flat layout
+# ("Please be careful with folders in your working directory with the same name as your
+# package"): none of our folders is named meterstream but the package.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	PYTHONWARNINGS="ignore:Editable installation:UserWarning" $(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
