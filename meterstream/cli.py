@@ -288,4 +288,5 @@ app.command("cluster-up")(cluster_up)
 app.command("cluster-down")(cluster_down)
 app.command("submit", context_settings=PASS_THROUGH)(submit)
 app.command("upgrade", context_settings=PASS_THROUGH)(upgrade)
+# Recalculation of a billing period from the audit archive (meterstream/archive_cli.py).
 app.command("recalculate")(recalculate)
