@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 MS := $(VENV)/bin/meterstream
 
-.PHONY: install demo up down status test test-unit test-faults lint clean bench cluster-up cluster-down
+.PHONY: system install demo up down status test test-unit test-faults lint clean bench cluster-up cluster-down
 .DEFAULT_GOAL := help
 
 help:
@@ -13,16 +13,22 @@ help:
 	@echo "make cluster-up | cluster-down   a standalone Flink session cluster (meterstream submit)"
 	@echo "make test-faults   the long fault-injection suite, on a stack of its own"
 
+# The one target that is not the CLI: it runs before there is a virtualenv. A JDK, Maven,
+# PostgreSQL's server and Python's venv: installed when missing (root + apt-get), or the exact
+# command to run is printed and make stops.
+system:
+	@PYTHON=$(PYTHON) bash scripts/ensure-system-packages.sh
+
 # The filter drops one notice of setuptools about every editable install of a flat layout
 # ("Please be careful with folders in your working directory with the same name as your
 # package"): none of our folders is named meterstream but the package.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml | system
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	PYTHONWARNINGS="ignore:Editable installation:UserWarning" $(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-install: $(VENV)/.installed
+install: system $(VENV)/.installed
 
 demo: install
 	$(MS) demo
