@@ -24,7 +24,7 @@ from datetime import date
 import psycopg
 import psycopg_pool
 
-from meterstream.api.store import QuotaUse, Store
+from meterstream.api.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 DATABASE_DOWN: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
 #: How often, while PostgreSQL is down, one background task asks whether it is back.
 PROBE_INTERVAL_S = 1.0
+#: Accounts whose quota use a process keeps, at most (then it starts again from none).
+MAX_KNOWN = 500_000
 
 
 class PostgresWatch:
@@ -102,15 +104,6 @@ class Reservation:
 
 
 @dataclass(slots=True)
-class _Known:
-    """An account's quota and use as PostgreSQL last reported them, plus grants made since."""
-
-    day: date
-    use: QuotaUse
-    read_at: float
-
-
-@dataclass(slots=True)
 class _Batch:
     """Counts on their way into PostgreSQL: kept, with their id, until they are in."""
 
@@ -139,7 +132,13 @@ class QuotaKeeper:
         self._watch = watch
         self._staleness = staleness_s
         self._clock = clock
-        self._known: dict[str, _Known] = {}
+        # Per account, as PostgreSQL last reported it (plus the grants made here since): the
+        # quota, the day and the use on that day, and when it was read. Separate dicts, filled
+        # with one C-level update each per request (no object per account on the hot path).
+        self._quota: dict[str, int] = {}
+        self._day: dict[str, date] = {}
+        self._used: dict[str, int] = {}
+        self._read_at: dict[str, float] = {}
         self._pending: defaultdict[tuple[str, date], int] = defaultdict(int)
         self._batch: _Batch | None = None
         watch.on_recovery(self.reconcile)
@@ -158,25 +157,32 @@ class QuotaKeeper:
             except DATABASE_DOWN as exc:
                 self._watch.failed(exc)
             else:
-                now = self._clock()
-                for account, use in uses.items():
-                    self._known[account] = _Known(day, use, now)
+                if len(self._read_at) > MAX_KNOWN:
+                    self._forget()
+                self._quota.update(zip(uses.accounts, uses.quotas, strict=True))
+                self._used.update(zip(uses.accounts, uses.used, strict=True))
+                self._day.update(dict.fromkeys(uses.accounts, day))
+                self._read_at.update(dict.fromkeys(uses.accounts, self._clock()))
                 return Reservation(grants)
         return self._reserve_here(wanted, day)
+
+    def _forget(self) -> None:
+        for known in (self._quota, self._used, self._day, self._read_at):
+            known.clear()
 
     def _reserve_here(self, wanted: dict[str, int], day: date) -> Reservation:
         now = self._clock()
         grants: dict[str, int] = {}
         undecided: set[str] = set()
         for account, n in wanted.items():
-            known = self._known.get(account)
-            if known is None or now - known.read_at > self._staleness or known.day > day:
+            read_at = self._read_at.get(account)
+            if read_at is None or now - read_at > self._staleness or self._day[account] > day:
                 undecided.add(account)
                 continue
-            if known.day < day:  # a new UTC day began since: its use starts from nothing
-                known.day, known.use = day, QuotaUse(known.use.quota, 0)
-            granted = max(0, min(n, known.use.quota - known.use.used))
-            known.use = QuotaUse(known.use.quota, known.use.used + granted)
+            if self._day[account] < day:  # a new UTC day began since: its use starts at 0
+                self._day[account], self._used[account] = day, 0
+            granted = max(0, min(n, self._quota[account] - self._used[account]))
+            self._used[account] += granted
             self._pending[(account, day)] += granted
             grants[account] = granted
         return Reservation(grants, frozenset(undecided), local=True)
@@ -195,9 +201,8 @@ class QuotaKeeper:
                 return
         for account, n in unused.items():
             self._pending[(account, day)] -= n
-            known = self._known.get(account)
-            if known is not None and known.day == day:
-                known.use = QuotaUse(known.use.quota, max(0, known.use.used - n))
+            if self._day.get(account) == day:
+                self._used[account] = max(0, self._used[account] - n)
 
     async def reconcile(self) -> None:
         """Add the counts made while PostgreSQL was down to it (called when it is back).

@@ -21,11 +21,26 @@ from meterstream.config import Settings
 MAX_STORED_UPLOAD_REJECTIONS = 1_000
 
 
-class QuotaUse(NamedTuple):
-    """An account's daily event quota and the events counted against it so far."""
+class QuotaUses(NamedTuple):
+    """Accounts' daily event quotas and the events counted against them so far, in columns.
 
-    quota: int
-    used: int
+    Columns, not an object per account: a request names hundreds of accounts, and this is
+    read on every one (the API keeps it to count quotas while PostgreSQL is down).
+    """
+
+    accounts: list[str]
+    quotas: list[int]
+    used: list[int]
+
+    def __or__(self, other: object) -> QuotaUses:
+        """Both sets of columns, one after the other."""
+        assert isinstance(other, QuotaUses)  # noqa: S101 - only QuotaUses are joined
+        return QuotaUses(
+            self.accounts + other.accounts, self.quotas + other.quotas, self.used + other.used
+        )
+
+
+NO_USES = QuotaUses([], [], [])
 
 
 #: Read filters: (column, operator, query parameter) of `usage_page` and `rejections_page`.
@@ -130,27 +145,24 @@ class Store:
 
     async def reserve_quota_counted(
         self, wanted: dict[str, int], day: date, default_quota: int
-    ) -> tuple[dict[str, int], dict[str, QuotaUse]]:
-        """`reserve_quota`, and each account's quota and use after the grant.
-
-        The API keeps the latter to go on counting quotas while PostgreSQL is unavailable.
-        """
+    ) -> tuple[dict[str, int], QuotaUses]:
+        """`reserve_quota`, and each account's quota and use after the grant."""
         wanted = {a: n for a, n in wanted.items() if n > 0}
         if not wanted:
-            return {}, {}
-        full = await self._reserve_in_full(wanted, day, default_quota)
+            return {}, NO_USES
+        uses = await self._reserve_in_full(wanted, day, default_quota)
+        if len(uses.accounts) == len(wanted):
+            return wanted, uses  # the usual case: every account within its quota
+        full = set(uses.accounts)
         grants = {a: n for a, n in wanted.items() if a in full}
         rest = {a: n for a, n in wanted.items() if a not in full}
-        uses = dict(full)
-        if rest:  # accounts at or near their quota: grant what is left, exactly
-            granted, rest_uses = await self._reserve_rest(rest, day, default_quota)
-            grants |= granted
-            uses |= rest_uses
-        return grants, uses
+        # Accounts at or near their quota: grant what is left, exactly.
+        granted, rest_uses = await self._reserve_rest(rest, day, default_quota)
+        return grants | granted, uses | rest_uses
 
     async def _reserve_in_full(
         self, wanted: dict[str, int], day: date, default_quota: int
-    ) -> dict[str, QuotaUse]:
+    ) -> QuotaUses:
         """Reserve all of `wanted[account]` for each account where it fits; return those.
 
         One statement (autocommit: one round trip, row locks held only while it runs). Each
@@ -161,7 +173,7 @@ class Store:
         # strings, which psycopg sends as they are instead of dumping each element in Python.
         joined = ",".join(accounts)
         if not accounts or joined.count(",") != len(accounts) - 1:
-            return {}
+            return NO_USES
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "WITH up AS ("
@@ -177,8 +189,9 @@ class Store:
                 "(SELECT daily_event_quota FROM accounts WHERE account_id = c.account_id),"
                 " %(quota)s)"
                 " RETURNING c.account_id, c.events)"
-                " SELECT up.account_id, up.events,"
-                " COALESCE(a.daily_event_quota, %(quota)s) AS quota"
+                " SELECT array_agg(up.account_id) AS accounts,"
+                " array_agg(COALESCE(a.daily_event_quota, %(quota)s)) AS quotas,"
+                " array_agg(up.events) AS used"
                 " FROM up LEFT JOIN accounts a USING (account_id)",
                 {
                     "day": day,
@@ -187,12 +200,14 @@ class Store:
                     "quota": default_quota,
                 },
             )
-            rows = await cur.fetchall()
-        return {row["account_id"]: QuotaUse(row["quota"], row["events"]) for row in rows}
+            row = await cur.fetchone()
+        if row is None or row["accounts"] is None:
+            return NO_USES
+        return QuotaUses(row["accounts"], row["quotas"], row["used"])
 
     async def _reserve_rest(
         self, wanted: dict[str, int], day: date, default_quota: int
-    ) -> tuple[dict[str, int], dict[str, QuotaUse]]:
+    ) -> tuple[dict[str, int], QuotaUses]:
         accounts = sorted(wanted)
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(
@@ -216,10 +231,11 @@ class Store:
                 for row in rows
             }
             await self._add_counts(conn, grants, day)
-        uses = {
-            row["account_id"]: QuotaUse(row["quota"], row["events"] + grants[row["account_id"]])
-            for row in rows
-        }
+        uses = QuotaUses(
+            [row["account_id"] for row in rows],
+            [row["quota"] for row in rows],
+            [row["events"] + grants[row["account_id"]] for row in rows],
+        )
         return grants, uses
 
     async def reconcile_quota(
