@@ -7,7 +7,7 @@ MS := $(VENV)/bin/meterstream
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make demo    start the local stack, produce sample events, run the job, show the totals"
+	@echo "make demo    start the local stack, produce sample events, run the job, tell what happened to them"
 	@echo "make test    run every test (starts the local stack and stops it again)"
 	@echo "make up | down | status | lint | test-unit | clean"
 	@echo "make cluster-up | cluster-down   a standalone Flink session cluster (meterstream submit)"
