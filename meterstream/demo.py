@@ -84,13 +84,15 @@ def late_time(now: datetime, allowed_lateness: timedelta) -> datetime | None:
     '2026-11-30T23:59:00+00:00'
     >>> late_time(datetime(2026, 12, 2, tzinfo=UTC), timedelta(hours=72)).isoformat()
     '2026-10-31T23:59:00+00:00'
+    >>> late_time(datetime(2026, 8, 3, 23, 59, tzinfo=UTC), timedelta(hours=72)).isoformat()
+    '2026-06-30T23:59:00+00:00'
     >>> late_time(datetime(2026, 12, 5, tzinfo=UTC), timedelta(days=60)) is None
     True
     """
     month = datetime(now.year, now.month, 1, tzinfo=UTC)
     for _ in range(2):
         candidate = month - timedelta(minutes=1)
-        if now - candidate >= DEDUP_WINDOW - timedelta(days=1):
+        if now - candidate >= DEDUP_WINDOW - timedelta(hours=1):
             return None
         if is_late(candidate, now, "UTC", allowed_lateness):
             return candidate
