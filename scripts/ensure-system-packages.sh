@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What `make demo`, `make test` and CI need from the system, before any Python is installed:
-# a JDK 17 (java, javac), Maven, PostgreSQL's server binaries, Python >= 3.11 with venv, and
+# a JDK 17 (java, javac), Maven, PostgreSQL's server binaries and psql, Python >= 3.11 with venv, and
 # runuser when run as root (PostgreSQL will not run as root). Installs what is missing when it
 # can (root and apt-get); otherwise prints the exact command to run and exits 1. Silent when
 # nothing is missing. The one copy of this check: the Makefile and .ci/run both call it.
@@ -27,6 +27,7 @@ missing=()
 command -v mvn >/dev/null || missing+=(maven)
 { compgen -G "$pg_root/*/bin/initdb" >/dev/null || command -v initdb >/dev/null; } ||
   missing+=(postgresql)
+command -v psql >/dev/null || missing+=(postgresql-client)  # the docs' queries use it
 "$python" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ "$(id -u)" = 0 ]; then
   command -v runuser >/dev/null || missing+=(util-linux)

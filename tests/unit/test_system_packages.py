@@ -44,7 +44,7 @@ def run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-EVERYTHING = {"java", "javac", "mvn", "initdb", "runuser"}
+EVERYTHING = {"java", "javac", "mvn", "initdb", "psql", "runuser"}
 
 
 @pytest.mark.parametrize("root", [True, False])
@@ -56,7 +56,7 @@ def test_nothing_missing_is_silent(tmp_path: Path, root: bool) -> None:
 
 
 def test_root_with_apt_installs_what_is_missing(tmp_path: Path) -> None:
-    result = run(machine(tmp_path, have={"runuser", "javac"}, root=True, apt=True))
+    result = run(machine(tmp_path, have={"runuser", "javac", "psql"}, root=True, apt=True))
 
     assert result.returncode == 0, result.stderr
     calls = (tmp_path / "apt-calls").read_text().splitlines()
@@ -67,7 +67,7 @@ def test_root_with_apt_installs_what_is_missing(tmp_path: Path) -> None:
 
 
 def test_without_root_it_stops_with_the_exact_command(tmp_path: Path) -> None:
-    result = run(machine(tmp_path, have={"java", "javac", "initdb"}, root=False, apt=True))
+    result = run(machine(tmp_path, have={"java", "javac", "initdb", "psql"}, root=False, apt=True))
 
     assert result.returncode == 1
     assert not (tmp_path / "apt-calls").exists()
@@ -78,7 +78,7 @@ def test_without_root_it_stops_with_the_exact_command(tmp_path: Path) -> None:
 
 
 def test_without_apt_it_names_what_is_missing(tmp_path: Path) -> None:
-    result = run(machine(tmp_path, have={"mvn", "initdb", "runuser"}, root=True, apt=False))
+    result = run(machine(tmp_path, have={"mvn", "initdb", "psql", "runuser"}, root=True, apt=False))
 
     assert result.returncode == 1
     assert "missing openjdk-17-jdk-headless" in result.stderr
