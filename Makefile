@@ -3,24 +3,37 @@ PYTHON ?= python3
 VENV ?= .venv
 MS := $(VENV)/bin/meterstream
 
-.PHONY: install demo up down status test test-unit test-faults test-clients lint clean bench cluster-up cluster-down
+.PHONY: system system-clients install demo up down status test test-unit test-faults test-clients lint clean bench cluster-up cluster-down
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make demo    start the local stack, produce sample events, run the job, show the totals"
+	@echo "make demo    start the local stack, produce sample events, run the job, tell what happened to them"
 	@echo "make test    run every test (starts the local stack and stops it again)"
 	@echo "make up | down | status | lint | test-unit | clean"
 	@echo "make cluster-up | cluster-down   a standalone Flink session cluster (meterstream submit)"
 	@echo "make test-faults   the long fault-injection suite, on a stack of its own"
 	@echo "make test-clients  the Python, Node, Go and Java clients' tests (also in make test)"
 
-$(VENV)/.installed: pyproject.toml
+# The one target that is not the CLI: it runs before there is a virtualenv. A JDK, Maven,
+# PostgreSQL's server and Python's venv: installed when missing (root + apt-get), or the exact
+# command to run is printed and make stops.
+system:
+	@PYTHON=$(PYTHON) bash scripts/ensure-system-packages.sh
+
+# The SDKs' toolchains too (Node.js, npm, Go): their suites run in `make test`.
+system-clients:
+	@PYTHON=$(PYTHON) bash scripts/ensure-system-packages.sh --clients
+
+# The filter drops one notice of setuptools about every editable install of a flat layout
+# ("Please be careful with folders in your working directory with the same name as your
+# package"): none of our folders is named meterstream but the package.
+$(VENV)/.installed: pyproject.toml | system
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	PYTHONWARNINGS="ignore:Editable installation:UserWarning" $(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-install: $(VENV)/.installed
+install: system $(VENV)/.installed
 
 demo: install
 	$(MS) demo
@@ -36,7 +49,7 @@ status: install
 
 # Unit, Flink, integration and end-to-end tests; the session fixture starts what is not running
 # and stops what it started.
-test: install
+test: install system-clients
 	$(VENV)/bin/python -m pytest
 
 # The benchmark (docs/benchmarks.md): starts the local stack if needed, writes bench-results/.
@@ -66,7 +79,7 @@ lint: install
 
 # The SDKs in clients/ (Node, Go, Java suites, the shared vectors, the live-server test);
 # `make test` runs them too.
-test-clients: install
+test-clients: install system-clients
 	$(VENV)/bin/python -m pytest tests/clients
 
 clean: down

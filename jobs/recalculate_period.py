@@ -3,7 +3,7 @@
 Input:  the audit archive (Parquet, `dt=` partitions by arrival day): the days that can hold
         the period's events and the earlier arrivals that decide which of them came first.
 Output: PostgreSQL `usage_aggregates_recalc` (staging, upserts by primary key).
-        `meterstream archive recalculate` runs this job, then compares the staging rows with
+        `meterstream recalculate` runs this job, then compares the staging rows with
         `usage_aggregates` and applies the differences in one transaction.
 Guarantees: the streaming job's rules: the first arrival of each (account, idempotency key)
 counts (the lowest offset in its Kafka partition), and each meter's figure comes from the
@@ -12,7 +12,7 @@ period's allowed lateness are in the archive, so they are counted here. A meter 
 `schemas/` no longer defines is recalculated with the aggregation its events were archived
 with (and named in a note). The job fails after 2 restarts, printing the cause in one line.
 
-Run by `meterstream archive recalculate`; by hand:
+Run by `meterstream recalculate`; by hand:
 `python jobs/recalculate_period.py --period 2026-10 [--account A] [--archive-dir DIR]`.
 """
 

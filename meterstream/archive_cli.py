@@ -1,7 +1,8 @@
-"""`meterstream archive`: seal and verify the audit archive, and recalculate a period from it.
+"""`meterstream archive` (seal, verify) and `meterstream recalculate` (a period, from the archive).
 
-Registered in `meterstream/cli.py`. Heavy imports (pyarrow, psycopg) happen inside the commands
-so that `meterstream --help` stays fast.
+Registered in `meterstream/cli.py`. Recalculation is a top-level command, not an `archive` one:
+its readers think in billing periods, not in the archive's files. Heavy imports (pyarrow,
+psycopg) happen inside the commands so that `meterstream --help` stays fast.
 """
 
 from __future__ import annotations
@@ -93,7 +94,6 @@ def verify(
         raise typer.Exit(code=1)
 
 
-@archive_app.command("recalculate")
 def recalculate(  # noqa: PLR0917 - typer options are parameters
     period: Annotated[str, typer.Option(help="the billing month, YYYY-MM")],
     account: Annotated[str | None, typer.Option(help="only this account")] = None,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -137,23 +136,24 @@ def run(
 @app.command()
 def aggregates(
     account: Annotated[str | None, typer.Option(help="only accounts starting with this")] = None,
+    meter: Annotated[str | None, typer.Option(help="only this meter")] = None,
+    period: Annotated[str | None, typer.Option(help="only this billing month, YYYY-MM")] = None,
+    limit: Annotated[int, typer.Option(help="show at most this many rows (0: all)")] = 0,
 ) -> None:
-    """Show the per-account, per-meter, per-period totals in PostgreSQL."""
+    """Show the figures in PostgreSQL: one row per account, meter, period and segment."""
+    from meterstream.display import figures_table  # noqa: PLC0415
+    from meterstream.recalc import parse_period  # noqa: PLC0415
     from meterstream.store.queries import usage_aggregates  # noqa: PLC0415
 
-    rows = usage_aggregates(load_settings(), account)
-    table = Table("account", "meter", "period", "quantity", "events", "updated (UTC)")
-    for row in rows:
-        table.add_row(
-            row["account_id"],
-            row["meter"],
-            str(row["period_start"]),
-            f"{row['quantity'].normalize():f}",
-            str(row["event_count"]),
-            row["updated_at"].strftime("%Y-%m-%d %H:%M:%S"),
-        )
-    console.print(table)
-    console.print(f"{len(rows)} rows")
+    try:
+        month = parse_period(period) if period else None
+    except MeterstreamError as exc:
+        raise _fail(exc) from exc
+    rows = usage_aggregates(load_settings(), account, meter=meter, period=month)
+    shown = rows[:limit] if limit > 0 else rows
+    console.print(figures_table(shown))
+    more = f" of {len(rows)} (--limit 0 shows all)" if len(shown) < len(rows) else ""
+    console.print(f"{len(shown)} rows{more}")
 
 
 @app.command()
@@ -250,29 +250,24 @@ def schemas_list() -> None:
 
 
 @app.command()
-def demo(events: Annotated[int, typer.Option()] = 2_000) -> None:
-    """Start the stack, produce sample events, run the job over them, and show the totals."""
-    from meterstream.flink.launch import JobOptions  # noqa: PLC0415
-    from meterstream.kafka_io import produce  # noqa: PLC0415
+def demo(events: Annotated[int, typer.Option(help="new sample events")] = 2_000) -> None:
+    """Start the stack, produce sample events, run the job over them, and tell what happened."""
+    from meterstream.demo import run_demo  # noqa: PLC0415
     from meterstream.stack import local  # noqa: PLC0415
-    from meterstream.testing import generate  # noqa: PLC0415
 
     settings = load_settings()
     try:
-        local.up(settings, say=console.print)
+        code = run_demo(
+            settings,
+            console,
+            events=events,
+            start_stack=lambda: local.up(settings, say=console.print),
+        )
     except MeterstreamError as exc:
         raise _fail(exc) from exc
-    records = generate(events, seed=7, account_prefix="demo")
-    produce(settings, settings.kafka.topics.raw, records)
-    console.print(f"produced {len(records)} sample records; running the job over the topic ...")
-    checkpoint_dir = settings.stack_dir / "checkpoints" / f"demo-{uuid.uuid4().hex[:8]}"
-    options = JobOptions(bounded=True, job_name="meterstream-demo", checkpoint_dir=checkpoint_dir)
-    code = subprocess.call(options.argv())
     if code != 0:
         console.print(f"[red]the job failed (exit {code})")
         raise typer.Exit(code=code)
-    aggregates(account="demo")
-    rejections(summary=True)
     console.print("The stack is still running: `meterstream down` (or `make down`) stops it.")
 
 
@@ -295,4 +290,5 @@ app.command("cluster-up")(cluster_up)
 app.command("cluster-down")(cluster_down)
 app.command("submit", context_settings=PASS_THROUGH)(submit)
 app.command("upgrade", context_settings=PASS_THROUGH)(upgrade)
+# Recalculation of a billing period from the audit archive (meterstream/archive_cli.py).
 app.command("recalculate")(recalculate)

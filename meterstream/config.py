@@ -138,6 +138,10 @@ class ApiSettings:
     upload_commit_events: int = 20_000
     #: Token lookups are cached this long; a revoked token stops working within this time.
     token_cache_seconds: int = 5
+    #: While PostgreSQL is unavailable, POST /v1/events still decides tokens, account owners
+    #: and daily quotas from what it read at most this long ago (0: refuse with 503 instead).
+    #: A token revoked less than this long before an outage can be used until it runs out.
+    max_staleness_seconds: int = 300
     max_page_size: int = 1_000
 
     def problems(self) -> list[str]:
@@ -159,6 +163,8 @@ class ApiSettings:
             )
             if getattr(self, name) < 1
         ]
+        if self.max_staleness_seconds < 0:
+            out.append("api.max_staleness_seconds must be >= 0")
         if bool(self.tls_certfile) != bool(self.tls_keyfile):
             out.append("api.tls_certfile and api.tls_keyfile must be set together")
         if self.account_event_burst < self.max_events_per_request:

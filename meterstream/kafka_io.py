@@ -4,15 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from confluent_kafka import Producer
+from confluent_kafka import Message, Producer
 
 from meterstream.config import Settings
 from meterstream.errors import StackError
 from meterstream.testing import Record
 
 
-def produce(settings: Settings, topic: str, records: Iterable[Record]) -> int:
-    """Produce `records` to `topic` and wait until every one is acknowledged; return the count."""
+def produce(
+    settings: Settings,
+    topic: str,
+    records: Iterable[Record],
+    positions: list[tuple[int, int]] | None = None,
+) -> int:
+    """Produce `records` to `topic` and wait until every one is acknowledged; return the count.
+
+    `positions`, if given, receives the (partition, offset) of every record Kafka stored.
+    """
     producer = Producer(
         {
             "bootstrap.servers": settings.kafka.bootstrap_servers,
@@ -24,9 +32,11 @@ def produce(settings: Settings, topic: str, records: Iterable[Record]) -> int:
     )
     failures: list[str] = []
 
-    def on_delivery(err: object, _msg: object) -> None:
+    def on_delivery(err: object, msg: Message) -> None:
         if err is not None:
             failures.append(str(err))
+        elif positions is not None:
+            positions.append((msg.partition() or 0, msg.offset() or 0))
 
     count = 0
     for record in records:

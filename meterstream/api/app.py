@@ -7,6 +7,7 @@ tests) and is owned by the caller, which closes it after the server stops.
 from __future__ import annotations
 
 import gc
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,10 +28,13 @@ from meterstream.api.auth import Authenticator
 from meterstream.api.context import AccountDirectory, ApiContext
 from meterstream.api.errors import ApiError, ErrorCode, handle_api_error
 from meterstream.api.metrics import ApiMetrics
+from meterstream.api.outage import PostgresWatch, QuotaKeeper
 from meterstream.api.producer import EventProducer
 from meterstream.api.ratelimit import RateLimiter
 from meterstream.api.store import Store
 from meterstream.config import Settings
+
+log = logging.getLogger(__name__)
 
 OPEN_PATHS = ("/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
 #: The youngest generation's collection threshold of a serving process (CPython's default: 700).
@@ -127,6 +131,11 @@ def create_app(
     store = store or Store(settings, max_size=20)
     metrics = ApiMetrics()
     ttl = settings.api.token_cache_seconds
+    # PostgreSQL down: ingestion goes on from the last good state (meterstream/api/outage.py).
+    watch = PostgresWatch(store)
+    stale = settings.api.max_staleness_seconds
+    quota = QuotaKeeper(store, watch, stale)
+    metrics.watch_postgres(lambda: watch.up, lambda: quota.unreconciled)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -134,6 +143,8 @@ def create_app(
         try:
             yield
         finally:
+            await watch.close()
+            await _reconcile_before_exit(quota)
             await store.close()
             if close_producer:
                 producer.close()
@@ -151,10 +162,12 @@ def create_app(
         settings=settings,
         producer=producer,
         store=store,
-        auth=Authenticator(store, ttl),
-        accounts=AccountDirectory(store, ttl),
+        auth=Authenticator(store, ttl, watch=watch, staleness_s=stale),
+        accounts=AccountDirectory(store, ttl, watch=watch, staleness_s=stale),
         limiter=RateLimiter(),
         metrics=metrics,
+        watch=watch,
+        quota=quota,
     )
     app.add_exception_handler(ApiError, handle_api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -167,6 +180,20 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+async def _reconcile_before_exit(quota: QuotaKeeper) -> None:
+    """Add quota use counted during an outage to PostgreSQL before the process ends."""
+    if not quota.unreconciled:
+        return
+    try:
+        await quota.reconcile()
+    except Exception:  # noqa: BLE001 - still down: say what is lost, and stop anyway
+        log.exception(
+            "PostgreSQL is unavailable: %d events accepted during the outage are not added to"
+            " the accounts' daily quota counts",
+            quota.unreconciled,
+        )
 
 
 def tune_gc() -> None:

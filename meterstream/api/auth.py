@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from meterstream.api.errors import ApiError, ErrorCode
+from meterstream.api.outage import DATABASE_DOWN, PostgresWatch
 from meterstream.api.store import Store
 
 PREFIX = "ms_"
@@ -95,18 +96,31 @@ def bearer(header: str | None) -> str | None:
 
 
 class Authenticator:
-    """Finds the `Principal` of a token, caching lookups (revocation applies within the TTL)."""
+    """Finds the `Principal` of a token, caching lookups (revocation applies within the TTL).
+
+    While PostgreSQL is down (`watch`), a token is judged by its last lookup if that is at
+    most `staleness_s` old; a token not looked up within that time gets 503.
+    """
 
     def __init__(
-        self, store: Store, ttl_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        store: Store,
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        watch: PostgresWatch | None = None,
+        staleness_s: float = 0.0,
     ) -> None:
         self._store = store
         self._ttl = ttl_s
         self._clock = clock
-        self._cache: dict[bytes, tuple[float, Principal | None]] = {}
+        self._watch = watch or PostgresWatch(store)
+        self._staleness = staleness_s
+        #: token digest -> (fresh until, principal or None, when it was read)
+        self._cache: dict[bytes, tuple[float, Principal | None, float]] = {}
 
     async def principal(self, authorization: str | None) -> Principal:
-        """The caller, or raise 401 (no, malformed, unknown or revoked token)."""
+        """The caller, or raise 401 (no, malformed, unknown or revoked token) or 503."""
         token = bearer(authorization)
         parts = split_token(token) if token else None
         if parts is None:
@@ -117,13 +131,38 @@ class Authenticator:
         if cached is not None and cached[0] > now:
             found = cached[1]
         else:
-            found = await self._lookup(*parts)
-            if len(self._cache) > MAX_CACHED:
-                self._cache.clear()
-            self._cache[key] = (now + self._ttl, found)
+            found = await self._read(key, parts, cached, now)
         if found is None:
             raise ApiError(401, ErrorCode.UNAUTHENTICATED, "unknown or revoked token")
         return found
+
+    async def _read(
+        self,
+        key: bytes,
+        parts: tuple[str, str],
+        cached: tuple[float, Principal | None, float] | None,
+        now: float,
+    ) -> Principal | None:
+        """Look the token up; while PostgreSQL is down, its last lookup if recent enough."""
+        if self._watch.up:
+            try:
+                found = await self._lookup(*parts)
+            except DATABASE_DOWN as exc:
+                self._watch.failed(exc)
+            else:
+                if len(self._cache) > MAX_CACHED:
+                    self._cache.clear()
+                self._cache[key] = (now + self._ttl, found, now)
+                return found
+        if cached is not None and now - cached[2] <= self._staleness:
+            return cached[1]
+        raise ApiError(
+            503,
+            ErrorCode.DATABASE_UNAVAILABLE,
+            "cannot check the token: PostgreSQL is unavailable and this token was not seen in"
+            f" the last {self._staleness:g} s",
+            headers={"Retry-After": "5"},
+        )
 
     async def _lookup(self, token_id: str, secret: str) -> Principal | None:
         row = await self._store.token(token_id)

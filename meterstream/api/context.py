@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from starlette.requests import Request
 
 from meterstream.api.auth import Authenticator, Principal, Scope, require
 from meterstream.api.errors import ApiError, ErrorCode
 from meterstream.api.metrics import ApiMetrics
+from meterstream.api.outage import DATABASE_DOWN, PostgresWatch, QuotaKeeper
 from meterstream.api.producer import EventProducer
 from meterstream.api.ratelimit import Limit, RateLimiter, retry_after
 from meterstream.api.store import Store
@@ -22,40 +24,58 @@ MAX_CACHED = 500_000
 MAX_ORGANISATION_SET = 50_000
 
 
+class Ownership(NamedTuple):
+    """Which of some accounts an organisation owns, and which could not be decided."""
+
+    owned: set[str]
+    #: Accounts not read within the staleness bound while PostgreSQL is down.
+    undecided: set[str]
+
+
 class AccountDirectory:
     """Which accounts each organisation owns, cached for `ttl_s` (the table changes rarely).
 
     An organisation's whole account list is cached when it is small enough, so a request
     naming accounts seen for the first time costs no query. An account outside that list
     (another organisation's, or one added since it was read) is looked up by itself, and its
-    answer cached for `ttl_s` too.
+    answer cached for `ttl_s` too. While PostgreSQL is down (`watch`), answers read at most
+    `staleness_s` ago still count; other accounts are undecided.
     """
 
     def __init__(
-        self, store: Store, ttl_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        store: Store,
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        watch: PostgresWatch | None = None,
+        staleness_s: float = 0.0,
     ) -> None:
         self._store = store
         self._ttl = ttl_s
         self._clock = clock
-        self._members: dict[str, tuple[float, frozenset[str] | None]] = {}
+        self._watch = watch or PostgresWatch(store)
+        self._staleness = staleness_s
+        #: organisation -> (fresh until, its accounts or None if too many, when read)
+        self._members: dict[str, tuple[float, frozenset[str] | None, float]] = {}
         self._held = 0  # accounts in the cached lists
-        self._cache: dict[tuple[str, str], tuple[float, bool]] = {}
+        #: (organisation, account) -> (fresh until, owned, when read)
+        self._cache: dict[tuple[str, str], tuple[float, bool, float]] = {}
 
     async def owned(self, org_id: str, account_ids: Iterable[str]) -> set[str]:
-        """The subset of `account_ids` that `org_id` owns."""
+        """The subset of `account_ids` that `org_id` owns; 503 if some cannot be decided."""
+        answer = await self.ownership(org_id, account_ids)
+        if answer.undecided:
+            what = "cannot check which accounts are yours"
+            raise database_unavailable(what)
+        return answer.owned
+
+    async def ownership(self, org_id: str, account_ids: Iterable[str]) -> Ownership:
+        """Which of `account_ids` `org_id` owns, and which cannot be decided now."""
         now = self._clock()
-        members = self._members.get(org_id)
-        if members is None or members[0] <= now:
-            listed = await self._store.organisation_accounts(org_id, MAX_ORGANISATION_SET)
-            if members is not None:
-                self._held -= len(members[1] or ())
-            if self._held + len(listed or ()) > MAX_CACHED:
-                self._members.clear()
-                self._held = 0
-            members = self._members[org_id] = (now + self._ttl, listed)
-            self._held += len(listed or ())
+        members = await self._members_of(org_id, now)
         wanted = set(account_ids)
-        owned = wanted & members[1] if members[1] is not None else set()
+        owned = wanted & members if members is not None else set()
         unknown: list[str] = []
         for account in wanted - owned:
             hit = self._cache.get((org_id, account))
@@ -64,14 +84,58 @@ class AccountDirectory:
                     owned.add(account)
             else:
                 unknown.append(account)
-        if unknown:
-            found = await self._store.owned_accounts(org_id, unknown)
-            if len(self._cache) > MAX_CACHED:
-                self._cache.clear()
-            for account in unknown:
-                self._cache[(org_id, account)] = (now + self._ttl, account in found)
-            owned |= found
-        return owned
+        if unknown and self._watch.up:
+            try:
+                found = await self._store.owned_accounts(org_id, unknown)
+            except DATABASE_DOWN as exc:
+                self._watch.failed(exc)
+            else:
+                if len(self._cache) > MAX_CACHED:
+                    self._cache.clear()
+                for account in unknown:
+                    self._cache[(org_id, account)] = (now + self._ttl, account in found, now)
+                return Ownership(owned | found, set())
+        undecided: set[str] = set()
+        for account in unknown:  # PostgreSQL is down: answers read recently enough still hold
+            hit = self._cache.get((org_id, account))
+            if hit is None or now - hit[2] > self._staleness:
+                undecided.add(account)
+            elif hit[1]:
+                owned.add(account)
+        return Ownership(owned, undecided)
+
+    async def _members_of(self, org_id: str, now: float) -> frozenset[str] | None:
+        """The organisation's cached account list, read again once stale; None if unknown.
+
+        Unknown: too many accounts to list, or PostgreSQL down and the list too old to trust.
+        """
+        members = self._members.get(org_id)
+        if (members is None or members[0] <= now) and self._watch.up:
+            try:
+                listed = await self._store.organisation_accounts(org_id, MAX_ORGANISATION_SET)
+            except DATABASE_DOWN as exc:
+                self._watch.failed(exc)
+            else:
+                if members is not None:
+                    self._held -= len(members[1] or ())
+                if self._held + len(listed or ()) > MAX_CACHED:
+                    self._members.clear()
+                    self._held = 0
+                members = self._members[org_id] = (now + self._ttl, listed, now)
+                self._held += len(listed or ())
+        if members is None or (members[0] <= now and now - members[2] > self._staleness):
+            return None
+        return members[1]
+
+
+def database_unavailable(what: str) -> ApiError:
+    """The 503 of a request that needs PostgreSQL to be decided."""
+    return ApiError(
+        503,
+        ErrorCode.DATABASE_UNAVAILABLE,
+        f"{what}: PostgreSQL is unavailable",
+        headers={"Retry-After": "5"},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +149,8 @@ class ApiContext:
     accounts: AccountDirectory
     limiter: RateLimiter
     metrics: ApiMetrics
+    watch: PostgresWatch
+    quota: QuotaKeeper
 
     @property
     def topic(self) -> str:

@@ -182,6 +182,9 @@ async def ready(
         "api": {
             "accepted_last_minute": ctx.metrics.accepted_window.total(),
             "rejected_last_minute": ctx.metrics.rejected_window.total(),
+            # False: POST /v1/events decides from the last good state (outage.py).
+            "postgres_up": ctx.watch.up,
+            "quota_unreconciled_events": ctx.quota.unreconciled,
         },
     }
     return JSONResponse(body, status_code=200 if ok else 503)

@@ -4,6 +4,10 @@ Order of checks: token and scope, request size and media type, each event's enve
 (`parse_envelope`), the account's owner, the account's rate, the account's daily quota. Then
 the accepted events go to Kafka (key: account id, value: the event's bytes as sent), and the
 answer is 202 only when the broker has acknowledged every one of them; otherwise 503.
+
+While PostgreSQL is down, tokens, owners and quotas are decided from the last good state
+(meterstream/api/outage.py); an event whose account cannot be decided that way is `failed`
+(not sent), and the answer is 503: send the same request again.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from meterstream.api.auth import Scope
 from meterstream.api.context import ApiContext, authorize, context
 from meterstream.api.envelope import accepted_ids
 from meterstream.api.errors import ApiError, ErrorCode
+from meterstream.api.outage import Reservation
 from meterstream.api.parsing import Piece, split_batch, split_objects
 from meterstream.api.producer import Delivery
 from meterstream.api.ratelimit import Limit, retry_after
@@ -46,12 +51,19 @@ class Accepted(NamedTuple):
     account_id: str
 
 
+class Deferred(NamedTuple):
+    """An event whose account could not be checked (PostgreSQL down): not sent, send it again."""
+
+    event_id: str
+    account_id: str
+
+
 class Checked(NamedTuple):
     """One event of a request after the synchronous checks."""
 
     index: int
     raw: bytes
-    result: Accepted | Rejection
+    result: Accepted | Rejection | Deferred
 
 
 def media_type(content_type: str | None) -> str:
@@ -195,27 +207,44 @@ def _reject(checked: Checked, rejection: Rejection) -> Checked:
     return Checked(checked.index, checked.raw, rejection)
 
 
+#: The per-event detail of a `Deferred` event.
+DEFERRED_DETAIL = (
+    "PostgreSQL is unavailable and this account's owner or quota was not read recently enough"
+    " to decide; send the same request again"
+)
+
+
+def _defer(checked: Checked) -> Checked:
+    assert isinstance(checked.result, Accepted)  # noqa: S101 - only accepted events are deferred
+    return Checked(checked.index, checked.raw, Deferred(*checked.result))
+
+
 async def apply_tenancy_and_limits(
     ctx: ApiContext, org_id: str, checked: list[Checked], day: datetime
-) -> list[Checked]:
+) -> tuple[list[Checked], Reservation]:
     """Reject events of other organisations' accounts and over quota; 429 if over the rate.
 
-    The quota is reserved for exactly the events that stay accepted.
+    The quota is reserved for exactly the events that stay accepted. Events whose account
+    cannot be decided (PostgreSQL down, nothing recent enough known) become `Deferred`.
     """
     per_account = Counter(c.result.account_id for c in checked if isinstance(c.result, Accepted))
-    owned = await ctx.accounts.owned(org_id, per_account) if per_account else set()
-    strangers = per_account.keys() - owned
-    if strangers:
+    if not per_account:
+        return checked, Reservation({})
+    answer = await ctx.accounts.ownership(org_id, per_account)
+    strangers = per_account.keys() - answer.owned - answer.undecided
+    if strangers or answer.undecided:
         checked = [
             _reject(c, not_in_organisation(c.result.account_id, org_id))
             if isinstance(c.result, Accepted) and c.result.account_id in strangers
+            else _defer(c)
+            if isinstance(c.result, Accepted) and c.result.account_id in answer.undecided
             else c
             for c in checked
         ]
-        for account in strangers:
+        for account in strangers | answer.undecided:
             del per_account[account]
     if not per_account:
-        return checked
+        return checked, Reservation({})
     limit = ctx.account_limit()
     wanted: dict[Hashable, tuple[Limit, float]] = {
         ("account", account): (limit, n) for account, n in per_account.items()
@@ -229,22 +258,28 @@ async def apply_tenancy_and_limits(
             "an account in this request sends events faster than its rate limit",
             headers={"Retry-After": retry_after(wait)},
         )
-    grants = await ctx.store.reserve_quota(
+    reservation = await ctx.quota.reserve(
         dict(per_account), day.date(), ctx.settings.api.account_daily_event_quota
     )
-    if all(grants.get(account, 0) >= n for account, n in per_account.items()):
-        return checked  # the usual case: every event is within its account's quota
+    grants = reservation.grants
+    if not reservation.undecided and all(
+        grants.get(account, 0) >= n for account, n in per_account.items()
+    ):
+        return checked, reservation  # the usual case: every event is within its quota
     left = dict(grants)  # reserved for exactly the events accepted below
     out = []
     for c in checked:
         if isinstance(c.result, Accepted):
             account = c.result.account_id
+            if account in reservation.undecided:
+                out.append(_defer(c))
+                continue
             if left.get(account, 0) <= 0:
                 out.append(_reject(c, over_quota(account)))
                 continue
             left[account] -= 1
         out.append(c)
-    return out
+    return out, reservation
 
 
 def _results(
@@ -259,7 +294,14 @@ def _results(
     position = 0
     for c in checked:
         result = c.result
-        if isinstance(result, Accepted):
+        if isinstance(result, Deferred):
+            item = {
+                "index": c.index,
+                "id": result.event_id,
+                "status": "failed",
+                "detail": DEFERRED_DETAIL,
+            }
+        elif isinstance(result, Accepted):
             if position in failed:
                 item = {
                     "index": c.index,
@@ -310,7 +352,11 @@ def _json(
         415: {"description": "Unsupported Content-Type"},
         422: {"description": "No event was accepted (each result says why)"},
         429: {"description": "Rate limit; see Retry-After"},
-        503: {"description": "Kafka did not acknowledge; retry with the same event ids"},
+        503: {
+            "description": "Kafka did not acknowledge, or PostgreSQL is down and an event's"
+            " token, account or quota was not read recently enough to decide: retry with the"
+            " same event ids"
+        },
     },
     openapi_extra={
         "requestBody": {
@@ -327,8 +373,9 @@ async def post_events(request: Request) -> Response:
     """Check each event's envelope now and send the accepted ones to Kafka.
 
     The answer lists every event: `accepted`, `rejected` (with its reason code) or, with a
-    503, `failed` (not acknowledged by Kafka: send the whole request again with the same
-    ids; the pipeline drops the duplicates of events that did get through).
+    503, `failed` (not acknowledged by Kafka, or not decidable while PostgreSQL is down: send
+    the whole request again with the same ids; the pipeline drops the duplicates of events
+    that did get through).
     """
     ctx = context(request)
     principal = await authorize(request, Scope.INGEST_WRITE)
@@ -336,8 +383,9 @@ async def post_events(request: Request) -> Response:
     body = await read_body(request, api.max_request_bytes)
     checked = check_request(request.headers.get("content-type"), body, api)
     now = datetime.now(UTC)
-    checked = await apply_tenancy_and_limits(ctx, principal.org_id, checked, now)
+    checked, reservation = await apply_tenancy_and_limits(ctx, principal.org_id, checked, now)
     accepted = [c.result for c in checked if isinstance(c.result, Accepted)]
+    deferred = sum(1 for c in checked if isinstance(c.result, Deferred))
     delivery = Delivery()
     if accepted:
         records = [
@@ -348,18 +396,28 @@ async def post_events(request: Request) -> Response:
     summary = {
         "accepted": len(accepted) - len(delivery.failed),
         "rejected": sum(rejected.values()),
-        "failed": len(delivery.failed),
+        "failed": len(delivery.failed) + deferred,
         "results": results,
     }
-    ctx.metrics.count_events(summary["accepted"], dict(rejected), len(delivery.failed))
+    ctx.metrics.count_events(summary["accepted"], dict(rejected), summary["failed"])
     if delivery.failed:
         ctx.metrics.kafka_failures.inc()
         unused = Counter(accepted[i].account_id for i in delivery.failed)
-        await ctx.store.release_quota(dict(unused), now.date())
+        await ctx.quota.release(reservation, dict(unused), now.date())
         return _json(
             {
                 "error": ErrorCode.KAFKA_UNAVAILABLE,
                 "detail": "Kafka did not acknowledge every event; retry with the same ids",
+                **summary,
+            },
+            503,
+            {"Retry-After": "5"},
+        )
+    if deferred:
+        return _json(
+            {
+                "error": ErrorCode.DATABASE_UNAVAILABLE,
+                "detail": f"{deferred} events not sent: {DEFERRED_DETAIL}",
                 **summary,
             },
             503,

@@ -92,6 +92,19 @@ class ApiMetrics:
         self.accepted_window = MinuteWindow()
         self.rejected_window = MinuteWindow()
 
+    def watch_postgres(self, up: Callable[[], bool], unreconciled: Callable[[], int]) -> None:
+        """Export whether PostgreSQL answers, and the quota use not yet added to it."""
+        Gauge(
+            "meterstream_api_postgres_up",
+            "1 while PostgreSQL answers; 0 while ingestion runs from the last good state.",
+            registry=self.registry,
+        ).set_function(lambda: float(up()))
+        Gauge(
+            "meterstream_api_quota_unreconciled_events",
+            "Events granted from daily quotas during a PostgreSQL outage, not yet added to it.",
+            registry=self.registry,
+        ).set_function(lambda: float(unreconciled()))
+
     def count_events(self, accepted: int, rejected: dict[str, int], failed: int = 0) -> None:
         """Record a request's or an upload segment's outcome."""
         if accepted:

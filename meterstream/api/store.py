@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -19,6 +19,28 @@ from meterstream.config import Settings
 
 #: At most this many rejected events are kept per upload (the counts cover them all).
 MAX_STORED_UPLOAD_REJECTIONS = 1_000
+
+
+class QuotaUses(NamedTuple):
+    """Accounts' daily event quotas and the events counted against them so far, in columns.
+
+    Columns, not an object per account: a request names hundreds of accounts, and this is
+    read on every one (the API keeps it to count quotas while PostgreSQL is down).
+    """
+
+    accounts: list[str]
+    quotas: list[int]
+    used: list[int]
+
+    def __or__(self, other: object) -> QuotaUses:
+        """Both sets of columns, one after the other."""
+        assert isinstance(other, QuotaUses)  # noqa: S101 - only QuotaUses are joined
+        return QuotaUses(
+            self.accounts + other.accounts, self.quotas + other.quotas, self.used + other.used
+        )
+
+
+NO_USES = QuotaUses([], [], [])
 
 
 #: Read filters: (column, operator, query parameter) of `usage_page` and `rejections_page`.
@@ -118,29 +140,40 @@ class Store:
         Rows are locked in account order, so concurrent requests never deadlock, and the
         grant never exceeds the quota however many API processes run.
         """
+        grants, _ = await self.reserve_quota_counted(wanted, day, default_quota)
+        return grants
+
+    async def reserve_quota_counted(
+        self, wanted: dict[str, int], day: date, default_quota: int
+    ) -> tuple[dict[str, int], QuotaUses]:
+        """`reserve_quota`, and each account's quota and use after the grant."""
         wanted = {a: n for a, n in wanted.items() if n > 0}
         if not wanted:
-            return {}
-        full = await self._reserve_in_full(wanted, day, default_quota)
+            return {}, NO_USES
+        uses = await self._reserve_in_full(wanted, day, default_quota)
+        if len(uses.accounts) == len(wanted):
+            return wanted, uses  # the usual case: every account within its quota
+        full = set(uses.accounts)
         grants = {a: n for a, n in wanted.items() if a in full}
         rest = {a: n for a, n in wanted.items() if a not in full}
-        if rest:  # accounts at or near their quota: grant what is left, exactly
-            grants |= await self._reserve_rest(rest, day, default_quota)
-        return grants
+        # Accounts at or near their quota: grant what is left, exactly.
+        granted, rest_uses = await self._reserve_rest(rest, day, default_quota)
+        return grants | granted, uses | rest_uses
 
     async def _reserve_in_full(
         self, wanted: dict[str, int], day: date, default_quota: int
-    ) -> set[str]:
+    ) -> QuotaUses:
         """Reserve all of `wanted[account]` for each account where it fits; return those.
 
-        One statement (autocommit: one round trip, row locks held only while it runs).
+        One statement (autocommit: one round trip, row locks held only while it runs). Each
+        account returned comes with its quota and its use after this reservation.
         """
         accounts = sorted(wanted)
         # Account ids cannot contain a comma (`events.ACCOUNT_ID`): the arrays go as two
         # strings, which psycopg sends as they are instead of dumping each element in Python.
         joined = ",".join(accounts)
         if not accounts or joined.count(",") != len(accounts) - 1:
-            return set()
+            return NO_USES
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "WITH up AS ("
@@ -155,28 +188,26 @@ class Store:
                 " WHERE c.events + excluded.events <= COALESCE("
                 "(SELECT daily_event_quota FROM accounts WHERE account_id = c.account_id),"
                 " %(quota)s)"
-                " RETURNING c.account_id)"
-                " SELECT count(*) AS granted,"
-                " CASE WHEN count(*) < %(total)s THEN array_agg(account_id) END AS accounts"
-                " FROM up",
+                " RETURNING c.account_id, c.events)"
+                " SELECT array_agg(up.account_id) AS accounts,"
+                " array_agg(COALESCE(a.daily_event_quota, %(quota)s)) AS quotas,"
+                " array_agg(up.events) AS used"
+                " FROM up LEFT JOIN accounts a USING (account_id)",
                 {
                     "day": day,
                     "accounts": joined,
                     "counts": ",".join(str(wanted[a]) for a in accounts),
                     "quota": default_quota,
-                    "total": len(accounts),
                 },
             )
             row = await cur.fetchone()
-        if row is None:
-            return set()
-        if row["granted"] == len(accounts):
-            return set(accounts)
-        return set(row["accounts"] or ())
+        if row is None or row["accounts"] is None:
+            return NO_USES
+        return QuotaUses(row["accounts"], row["quotas"], row["used"])
 
     async def _reserve_rest(
         self, wanted: dict[str, int], day: date, default_quota: int
-    ) -> dict[str, int]:
+    ) -> tuple[dict[str, int], QuotaUses]:
         accounts = sorted(wanted)
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(
@@ -192,14 +223,52 @@ class Store:
                 " ORDER BY c.account_id FOR UPDATE OF c",
                 (default_quota, day, accounts),
             )
+            rows = await cur.fetchall()
             grants = {
                 row["account_id"]: max(
                     0, min(wanted[row["account_id"]], row["quota"] - row["events"])
                 )
-                for row in await cur.fetchall()
+                for row in rows
             }
             await self._add_counts(conn, grants, day)
-        return grants
+        uses = QuotaUses(
+            [row["account_id"] for row in rows],
+            [row["quota"] for row in rows],
+            [row["events"] + grants[row["account_id"]] for row in rows],
+        )
+        return grants, uses
+
+    async def reconcile_quota(
+        self, batch_id: uuid.UUID, counts: dict[tuple[str, date], int]
+    ) -> bool:
+        """Add quota use counted while PostgreSQL was unavailable; False if the batch was in.
+
+        One transaction: the batch's row in `api_quota_reconciliations` and its counts
+        (negative ones are events given back), so a batch sent twice is added once.
+        """
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO api_quota_reconciliations (batch_id, events, accounts)"
+                " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                (batch_id, sum(counts.values()), len({a for a, _ in counts})),
+            )
+            if cur.rowcount != 1:
+                return False
+            keys = sorted(counts)  # rows locked in one order, as in reserve_quota
+            columns = ([a for a, _ in keys], [d for _, d in keys], [counts[k] for k in keys])
+            await conn.execute(
+                "INSERT INTO account_daily_counts (account_id, day, events)"
+                " SELECT a, d, 0 FROM unnest(%s::text[], %s::date[]) AS x(a, d) ORDER BY a, d"
+                " ON CONFLICT DO NOTHING",
+                columns[:2],
+            )
+            await conn.execute(
+                "UPDATE account_daily_counts c SET events = GREATEST(0, c.events + x.n)"
+                " FROM unnest(%s::text[], %s::date[], %s::bigint[]) AS x(a, d, n)"
+                " WHERE c.account_id = x.a AND c.day = x.d",
+                columns,
+            )
+        return True
 
     async def release_quota(self, unused: dict[str, int], day: date) -> None:
         """Give back quota reserved for events that were not sent after all."""

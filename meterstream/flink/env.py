@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -83,6 +84,22 @@ def flink_configuration(
     return conf
 
 
+#: The log4j configuration of a local job's JVM (Hadoop's INFO lines kept off the console).
+JOB_LOG4J = Path(__file__).with_name("log4j-job.properties")
+
+
+def quiet_job_output() -> None:
+    """Keep library chatter out of a local job's console; the JVM's log file keeps it all.
+
+    Must run before the JVM starts. Apache Beam (imported by PyFlink's Python functions) logs
+    at INFO on import ("Using Any for unsupported type", "No module named
+    google.cloud.bigquery_storage_v1"), which the jobs' INFO logging printed; the JVM gets
+    `JOB_LOG4J` unless `LOG4J_PROPERTIES` names another file.
+    """
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    os.environ.setdefault("LOG4J_PROPERTIES", str(JOB_LOG4J))
+
+
 def create_table_env(
     settings: Settings,
     *,
@@ -98,6 +115,7 @@ def create_table_env(
     # The JDBC sink writes UTC wall-clock timestamps; the JVM started below must agree.
     os.environ["TZ"] = "UTC"
     use_own_temp_dir(settings.stack_dir / "job-tmp")
+    quiet_job_output()
     # check_event embeds this interpreter in the JVM (pemja); the job's Python finds pyflink
     # and pemja through the virtualenv only when it is first on PATH (even if never activated).
     venv_bin = str(Path(sys.executable).parent)

@@ -24,7 +24,7 @@ from pyflink.table.expressions import col, lit
 
 from meterstream.config import Settings
 from meterstream.flink import tables
-from meterstream.flink.env import flink_configuration
+from meterstream.flink.env import flink_configuration, quiet_job_output
 from meterstream.flink.launch import use_own_temp_dir
 from meterstream.flink.sqlgen import aggregate_sql
 from meterstream.meters.model import Aggregation
@@ -103,6 +103,7 @@ def create_batch_table_env(settings: Settings, *, job_name: str) -> TableEnviron
     # JVM started below must agree; Python (none here) would need the virtualenv on PATH.
     os.environ["TZ"] = "UTC"
     use_own_temp_dir(settings.stack_dir / "job-tmp")
+    quiet_job_output()
     venv_bin = str(Path(sys.executable).parent)
     if not os.environ.get("PATH", "").startswith(venv_bin + os.pathsep):
         os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")

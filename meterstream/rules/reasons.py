@@ -7,7 +7,7 @@ from enum import StrEnum
 
 
 class ReasonCode(StrEnum):
-    """Why an event was not counted. Documented in README ("Reason codes")."""
+    """Why an event was not counted. Documented in docs/meters.md ("Reason codes")."""
 
     MALFORMED_JSON = "MALFORMED_JSON"
     INVALID_ENVELOPE = "INVALID_ENVELOPE"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -123,6 +125,7 @@ def start(settings: Settings) -> bool:
     svc.start([*base, "kafka.Kafka", str(props)])
     wait_until(lambda: port_open(settings.kafka.port), 90, "Kafka", svc.log_file)
     wait_until(lambda: _metadata_ready(settings), 60, "Kafka metadata", svc.log_file)
+    wait_until(lambda: _producer_ids_ready(settings), 60, "Kafka producer ids", svc.log_file)
     return True
 
 
@@ -134,6 +137,39 @@ def _metadata_ready(settings: Settings) -> bool:
     except Exception:  # noqa: BLE001 - any failure means "not ready yet"
         return False
     return True
+
+
+def _producer_ids_ready(settings: Settings, timeout_s: float = 5.0) -> bool:
+    """Whether an idempotent producer gets its producer id.
+
+    A fresh KRaft broker fetches its first block of producer ids from the controller when the
+    first idempotent producer asks, and answers "Coordinator load in progress" until then:
+    librdkafka retries, but prints a GETPID warning in whatever command produced first (the
+    demo, the API). Asking once here, with librdkafka's log at errors only, moves that wait
+    into start-up.
+    """
+    from confluent_kafka import Producer  # noqa: PLC0415
+
+    states: list[str] = []
+
+    def on_stats(raw: str) -> None:
+        states.append(json.loads(raw).get("eos", {}).get("idemp_state", ""))
+
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "enable.idempotence": True,
+            "statistics.interval.ms": 100,
+            "stats_cb": on_stats,
+            "log_level": 3,  # errors only: the retried GETPID warning is expected here
+        }
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        producer.poll(0.1)
+        if states and states[-1] == "Assigned":
+            return True
+    return False
 
 
 def stop(settings: Settings) -> bool:

@@ -33,7 +33,11 @@ def up(settings: Settings, say: Callable[[str], None] = print) -> None:
         + f" on {settings.postgres.host}:{settings.postgres.port}"
     )
     applied = migrate(settings)
-    say("migrations: " + (", ".join(applied) if applied else "up to date"))
+    if not applied:
+        say("migrations: up to date")
+    else:
+        names = applied[0] if len(applied) == 1 else f"{applied[0]} to {applied[-1]}"
+        say(f"migrations: {len(applied)} applied ({names})")
 
 
 def down(settings: Settings, say: Callable[[str], None] = print) -> None:

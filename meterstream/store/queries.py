@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import psycopg
@@ -12,14 +12,27 @@ from psycopg.rows import dict_row
 from meterstream.config import Settings
 
 
-def usage_aggregates(settings: Settings, account_prefix: str | None = None) -> list[dict[str, Any]]:
-    """Rows of `usage_aggregates`, optionally only accounts starting with `account_prefix`."""
+def usage_aggregates(
+    settings: Settings,
+    account_prefix: str | None = None,
+    *,
+    meter: str | None = None,
+    period: date | None = None,
+) -> list[dict[str, Any]]:
+    """Rows of `usage_aggregates`, in key order.
+
+    Optionally only accounts starting with `account_prefix`, one meter, or one billing period
+    (given by its first day).
+    """
     with psycopg.connect(settings.postgres.conninfo, row_factory=dict_row) as conn:
         return conn.execute(
-            "SELECT account_id, meter, period_start, dimensions, quantity, event_count, updated_at"
-            " FROM usage_aggregates WHERE account_id LIKE %s"
+            "SELECT account_id, meter, period_start, dimensions, aggregation, quantity,"
+            " event_count, last_arrived_at, updated_at FROM usage_aggregates"
+            " WHERE starts_with(account_id, %(prefix)s)"
+            " AND (%(meter)s::text IS NULL OR meter = %(meter)s)"
+            " AND (%(period)s::date IS NULL OR period_start = %(period)s)"
             " ORDER BY account_id, meter, period_start, dimensions",
-            ((account_prefix or "") + "%",),
+            {"prefix": account_prefix or "", "meter": meter, "period": period},
         ).fetchall()
 
 

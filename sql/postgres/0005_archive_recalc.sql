@@ -1,5 +1,5 @@
 -- Event-time issue: recalculation of a billing period from the audit archive.
--- `meterstream archive recalculate` runs jobs/recalculate_period.py (Flink, batch) into the
+-- `meterstream recalculate` runs jobs/recalculate_period.py (Flink, batch) into the
 -- staging table, then replaces the period's rows of usage_aggregates in one transaction and
 -- records every difference in aggregate_changes.
 

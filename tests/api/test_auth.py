@@ -101,9 +101,15 @@ def test_operator_admin_reads_readiness_and_metrics(
     assert "events_in_last_minute" in body["kafka"]
     assert "consumer_lag" in body["kafka"]
     assert "job_state" in body["flink"]
-    assert set(body["api"]) == {"accepted_last_minute", "rejected_last_minute"}
+    assert body["api"] == {
+        "accepted_last_minute": 0,
+        "rejected_last_minute": 0,
+        "postgres_up": True,
+        "quota_unreconciled_events": 0,
+    }
     assert metrics.status_code == 200
     assert "meterstream_api_requests_total" in metrics.text
+    assert "meterstream_api_postgres_up 1.0" in metrics.text
 
 
 # --- tenant isolation of reads -------------------------------------------------------------

@@ -74,7 +74,7 @@ def test_archive_after_kill_and_restore_holds_every_accepted_event_exactly_once(
     )
     assert max(positions.values()) == 1, "a Kafka record is archived twice"
     assert Counter(table["payload"].to_pylist()) == accepted
-    # The warehouse view of the same files (README): DuckDB over the committed part files.
+    # The warehouse view of the same files (docs/sql.md): DuckDB over the committed part files.
     glob = f"{archive}/events/dt=*/part-*"
     with duckdb.connect() as db:
         rows, distinct = db.execute(

@@ -135,7 +135,6 @@ def test_a_meter_no_longer_in_schemas_is_recalculated_with_its_archived_aggregat
     shown = CliRunner().invoke(
         app,
         [
-            "archive",
             "recalculate",
             "--period",
             f"{PERIOD_START:%Y-%m}",

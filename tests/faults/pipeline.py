@@ -217,7 +217,7 @@ class Pipeline:
         """After an outage: wait until the cluster runs the job again.
 
         If the cluster gave up (the job's restart attempts ran out: `FAILED`), resume it from
-        its latest retained checkpoint, as the README tells an operator to. The check that
+        its latest retained checkpoint, as docs/operators.md tells an operator to. The check that
         follows proves that this, too, loses and double counts nothing.
         """
         base = flink.completed_checkpoints(self.settings, self.job_id)

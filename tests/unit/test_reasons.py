@@ -1,7 +1,7 @@
 """Unit tests for meterstream.rules.reasons: the reason codes, their examples and their docs.
 
 Completeness tests keep three lists in step: the ReasonCode enum, an example event for every
-code the Validator or the oracle produces, and the README's reason-code table.
+code the Validator or the oracle produces, and the reason-code table of docs/meters.md.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tests.unit.samples import (
     registry_of,
 )
 
-README = Path(__file__).parents[2] / "README.md"
+REASON_CODES_PAGE = Path(__file__).parents[2] / "docs" / "meters.md"
 SUNSET = datetime(2026, 11, 1, tzinfo=UTC)
 
 #: For every code the pipeline can give an event: a stream whose last record gets that code,
@@ -112,17 +112,17 @@ def test_rejection_carries_code_detail_and_optional_identity() -> None:
         rejection.code = ReasonCode.MISSING_FIELD  # type: ignore[misc]
 
 
-def readme_codes() -> set[str]:
-    """The codes listed in the README's "Reason codes" table."""
-    text = README.read_text()
-    section = text.split("### Reason codes", 1)[1]
+def documented_codes() -> set[str]:
+    """The codes listed in the "Reason codes" table of docs/meters.md."""
+    text = REASON_CODES_PAGE.read_text()
+    section = text.split("## Reason codes", 1)[1]
     section = re.split(r"\n#{2,3} ", section, maxsplit=1)[0]
     return set(re.findall(r"^\| `([A-Z_]+)` \|", section, flags=re.MULTILINE))
 
 
-def test_readme_reason_code_table_lists_every_code() -> None:
-    assert {code.value for code in ReasonCode} - readme_codes() == set()
+def test_documented_reason_code_table_lists_every_code() -> None:
+    assert {code.value for code in ReasonCode} - documented_codes() == set()
 
 
-def test_readme_reason_code_table_lists_no_unknown_code() -> None:
-    assert readme_codes() - {code.value for code in ReasonCode} == set()
+def test_documented_reason_code_table_lists_no_unknown_code() -> None:
+    assert documented_codes() - {code.value for code in ReasonCode} == set()
