@@ -1,7 +1,7 @@
 """Aggregate usage: raw CloudEvents in Kafka -> per-account, per-meter, per-month totals.
 
 Input:  Kafka topic `meterstream.events.raw` (CloudEvents JSON, keyed by account id).
-Lookup: PostgreSQL `account_time_zones` (each account's billing time zone, cached 1 minute).
+Lookup: PostgreSQL `account_time_zones` (each account's billing time zone, read every minute).
 Output: PostgreSQL `usage_aggregates` (upserts by primary key), `rejected_events` (validation log,
         keyed by Kafka position), `late_events` (first arrivals after their period's allowed
         lateness), Kafka topic `meterstream.events.rejected` (transactional), and the audit
@@ -69,7 +69,6 @@ def main(argv: list[str] | None = None) -> None:
     t_env.execute_sql(tables.jdbc_usage_aggregates_ddl(settings))
     t_env.execute_sql(tables.jdbc_rejected_events_ddl(settings))
     t_env.execute_sql(tables.jdbc_late_events_ddl(settings))
-    t_env.execute_sql(tables.jdbc_time_zones_ddl(settings))
     t_env.execute_sql(
         tables.kafka_rejected_events_ddl(settings, topic=args.rejected_topic, job_name=job_name)
     )

@@ -167,31 +167,8 @@ LATE_EVENTS_COLUMNS = """
     PRIMARY KEY (source_topic, source_partition, source_offset) NOT ENFORCED
 """
 
-TIME_ZONES_COLUMNS = """
-    account_id STRING,
-    time_zone STRING,
-    PRIMARY KEY (account_id) NOT ENFORCED
-"""
-
 
 def jdbc_late_events_ddl(settings: Settings, *, name: str = "late_events") -> str:
     """The PostgreSQL `late_events` table, keyed by Kafka position: replays are no-ops."""
     options = _jdbc(settings, "late_events")
     return f"CREATE TEMPORARY TABLE {name} ({LATE_EVENTS_COLUMNS}) WITH (\n{_with(options)}\n)"
-
-
-def jdbc_time_zones_ddl(settings: Settings, *, name: str = "account_time_zones") -> str:
-    """Each account's billing time zone, looked up per event with a one-minute cache."""
-    options = {
-        **{
-            k: v
-            for k, v in _jdbc(settings, "account_time_zones").items()
-            if not k.startswith("sink.")
-        },
-        "lookup.cache": "PARTIAL",
-        "lookup.partial-cache.max-rows": "200000",
-        "lookup.partial-cache.expire-after-write": "1 min",
-        "lookup.partial-cache.cache-missing-key": "true",
-        "lookup.max-retries": "10",
-    }
-    return f"CREATE TEMPORARY TABLE {name} ({TIME_ZONES_COLUMNS}) WITH (\n{_with(options)}\n)"

@@ -15,6 +15,8 @@ sees the arrivals of each (account, idempotency key) in offset order, so the fir
 
 from __future__ import annotations
 
+from typing import Any
+
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StatementSet, StreamTableEnvironment
 
@@ -22,6 +24,7 @@ from meterstream.config import Settings
 from meterstream.flink.sqlgen import aggregate_sql
 from meterstream.flink.tables import SinkTables
 from meterstream.flink.udfs import register_check_event
+from meterstream.meters.model import IDENTIFIER
 from meterstream.meters.registry import MeterRegistry
 
 # Every branch reads `checked_events` with the same columns, so the planner calls the check once
@@ -47,14 +50,12 @@ SELECT c.reason AS reason, c.detail AS detail, c.warning AS warning,
 FROM checked_events
 """
 
-# Each account's billing time zone, from PostgreSQL through a cached lookup (UTC by default).
-# Every record is looked up (a rejected one has no account, or one the cache already holds), so
-# that one chain carries every record from the check to the dedup's exchange.
+# Each account's billing time zone (UTC by default): `account_time_zone` (jvm/udf) holds the
+# PostgreSQL table in memory and reads it again every minute. Every record is looked up (a
+# rejected one has no account), so that one chain carries every record to the dedup's exchange.
 ZONED_EVENTS = """
 CREATE TEMPORARY VIEW zoned_events AS
-SELECT f.*, COALESCE(z.time_zone, 'UTC') AS time_zone
-FROM checked_flat AS f
-LEFT JOIN {time_zones} FOR SYSTEM_TIME AS OF f.proc_time AS z ON f.account_id = z.account_id
+SELECT *, account_time_zone(account_id) AS time_zone FROM checked_flat
 """
 
 UTC_EVENTS = """
@@ -178,6 +179,9 @@ FIGURES = "INSERT INTO {sink} SELECT * FROM figure_updates"
 
 #: The keyed operator's wiring (jvm/udf), loaded from the job's jars.
 KEYED_PATH_CLASS = "io.meterstream.flink.KeyedPath"
+#: The time-zone function (jvm/udf) and how often it reads its table again, in seconds.
+TIME_ZONE_CLASS = "io.meterstream.flink.AccountTimeZone"
+TIME_ZONE_REFRESH_S = 60
 
 
 def define_workflow(
@@ -191,11 +195,14 @@ def define_workflow(
 ) -> StatementSet:
     """Add the workflow's views and inserts to `t_env`; return the statements to execute.
 
-    `time_zones` names a lookup table of (account_id, time_zone); without it every account
-    is billed in UTC. `settings.flink.keyed_path` picks the keyed operator or the SQL path.
+    `time_zones` names the PostgreSQL table of (account_id, time_zone) to bill accounts in;
+    without it every account is billed in UTC. `settings.flink.keyed_path` picks the keyed
+    operator or the SQL path.
     """
     register_check_event(t_env, registry, fast_path=settings.flink.fast_path)
-    zoned = ZONED_EVENTS.format(time_zones=time_zones) if time_zones else UTC_EVENTS
+    if time_zones:
+        register_time_zones(t_env, settings, time_zones)
+    zoned = ZONED_EVENTS if time_zones else UTC_EVENTS
     lateness = int(settings.flink.allowed_lateness_hours)
     for view in (
         CHECKED_EVENTS.format(source=source),
@@ -233,6 +240,49 @@ def define_workflow(
     return statements
 
 
+def register_time_zones(t_env: StreamTableEnvironment, settings: Settings, table: str) -> None:
+    """Register `account_time_zone`, reading `table` from the settings' PostgreSQL every minute."""
+    if not IDENTIFIER.fullmatch(table):
+        msg = f"{table!r} is not a table name"
+        raise ValueError(msg)
+    gateway = get_gateway()
+    loader = gateway.jvm.Thread.currentThread().getContextClassLoader()
+    pg = settings.postgres
+    arguments = [
+        ("java.lang.String", pg.jdbc_url),
+        ("java.lang.String", pg.user),
+        ("java.lang.String", pg.password),
+        ("java.lang.String", table),
+        ("long", TIME_ZONE_REFRESH_S),
+    ]
+    function = _new(gateway, loader, TIME_ZONE_CLASS, arguments)
+    t_env._j_tenv.createTemporarySystemFunction("account_time_zone", function)  # noqa: SLF001
+
+
+def _java_arguments(gateway: Any, loader: Any, arguments: list[tuple[str, Any]]) -> tuple[Any, Any]:
+    """Class[] and Object[] of `arguments` for reflection.
+
+    Each argument's Java type is a primitive or a class loaded by `loader` (the job's).
+    """
+    types = gateway.new_array(gateway.jvm.Class, len(arguments))
+    values = gateway.new_array(gateway.jvm.Object, len(arguments))
+    primitives = {
+        "long": gateway.jvm.Long.TYPE,
+        "int": gateway.jvm.Integer.TYPE,
+        "boolean": gateway.jvm.Boolean.TYPE,
+    }
+    for i, (java_type, value) in enumerate(arguments):
+        types[i] = primitives.get(java_type) or loader.loadClass(java_type)
+        values[i] = value
+    return types, values
+
+
+def _new(gateway: Any, loader: Any, class_name: str, arguments: list[tuple[str, Any]]) -> Any:
+    """A new instance of a class from the job's jars (not on py4j's class path)."""
+    types, values = _java_arguments(gateway, loader, arguments)
+    return loader.loadClass(class_name).getConstructor(types).newInstance(values)
+
+
 def meter_kinds(registry: MeterRegistry) -> str:
     """Each meter's aggregation kind as `meter=KIND` pairs, for `KeyedPath.register`."""
     kinds = []
@@ -262,15 +312,6 @@ def register_keyed_path(
         ("boolean", sinks.archive is not None),
         ("boolean", sinks.late_events is not None),
     ]
-    types = gateway.new_array(gateway.jvm.Class, len(arguments))
-    values = gateway.new_array(gateway.jvm.Object, len(arguments))
-    primitives = {
-        "long": gateway.jvm.Long.TYPE,
-        "int": gateway.jvm.Integer.TYPE,
-        "boolean": gateway.jvm.Boolean.TYPE,
-    }
-    for i, (java_type, value) in enumerate(arguments):
-        types[i] = primitives.get(java_type) or loader.loadClass(java_type)
-        values[i] = value
+    types, values = _java_arguments(gateway, loader, arguments)
     keyed_path = loader.loadClass(KEYED_PATH_CLASS)
     keyed_path.getMethod("register", types).invoke(None, values)

@@ -23,9 +23,11 @@ def optimized_plan(
     )
 
 
-def test_archive_adds_a_filesystem_sink_and_no_second_check_or_lookup(optimized_plan: str) -> None:
+def test_archive_adds_a_filesystem_sink_and_no_second_check_or_time_zone_lookup(
+    optimized_plan: str,
+) -> None:
     assert optimized_plan.count("check_event(") == 1
-    assert optimized_plan.count("LookupJoin(") == 1  # as without it
+    assert optimized_plan.count("account_time_zone(") == 1  # as without it
     assert "Sink(table=[default_catalog.default_database.archived_events]" in optimized_plan
 
 

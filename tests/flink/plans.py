@@ -30,7 +30,6 @@ def _job(
     t_env.execute_sql(tables.jdbc_rejected_events_ddl(settings))
     t_env.execute_sql(tables.kafka_rejected_events_ddl(settings))
     t_env.execute_sql(tables.jdbc_late_events_ddl(settings))
-    t_env.execute_sql(tables.jdbc_time_zones_ddl(settings))
     if archive:
         t_env.execute_sql(archive_table_ddl(workdir / "archive"))
     statements = define_workflow(

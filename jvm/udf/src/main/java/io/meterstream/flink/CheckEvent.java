@@ -4,7 +4,7 @@ import java.time.Instant;
 import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.functions.FunctionContext;
 import org.apache.flink.table.functions.ScalarFunction;
-import org.apache.flink.types.Row;
+import org.apache.flink.table.data.RowData;
 
 /**
  * {@code check_event(payload, topic, partition, offset, arrived_at)}: validate one Kafka record,
@@ -50,14 +50,14 @@ public final class CheckEvent extends ScalarFunction {
     python = new PythonRules(pythonExecutable, meters);
   }
 
-  @DataTypeHint(FastCheckEvent.CHECKED_EVENT)
-  public Row eval(
+  @DataTypeHint(value = FastCheckEvent.CHECKED_EVENT, bridgedTo = RowData.class)
+  public RowData eval(
       String payload,
       String topic,
       Integer partition,
       Long offset,
       @DataTypeHint("TIMESTAMP_LTZ(3)") Instant arrivedAt) {
-    Row row = fast == null ? null : fast.eval(payload, topic, partition, offset, arrivedAt, spec);
+    RowData row = fast == null ? null : fast.eval(payload, topic, partition, offset, arrivedAt, spec);
     return row != null ? row : python.check(payload, topic, partition, offset, arrivedAt);
   }
 

@@ -18,7 +18,10 @@ import java.util.regex.Pattern;
 import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.functions.FunctionContext;
 import org.apache.flink.table.functions.ScalarFunction;
-import org.apache.flink.types.Row;
+import org.apache.flink.table.data.DecimalData;
+import org.apache.flink.table.data.GenericRowData;
+import org.apache.flink.table.data.RowData;
+import org.apache.flink.table.data.StringData;
 
 /**
  * {@code fast_check_event(payload, topic, partition, offset, arrived_at, spec)}: the JVM fast path
@@ -76,8 +79,8 @@ public final class FastCheckEvent extends ScalarFunction {
   }
 
   /** The accepted CHECKED_EVENT row, or NULL: the Python UDF decides. */
-  @DataTypeHint(CHECKED_EVENT)
-  public Row eval(
+  @DataTypeHint(value = CHECKED_EVENT, bridgedTo = RowData.class)
+  public RowData eval(
       String payload,
       String topic,
       Integer partition,
@@ -101,7 +104,7 @@ public final class FastCheckEvent extends ScalarFunction {
    * One pass over the record: the envelope's fields as they come (strings checked in place, other
    * values walked), {@code data} read as a tree (its canonical text and fields are needed).
    */
-  private Row answer(
+  private RowData answer(
       String payload, String topic, Integer partition, Long offset, Instant arrivedAt) {
     try (JsonParser parser = mapper.createParser(payload)) {
       return parser.nextToken() == JsonToken.START_OBJECT
@@ -112,7 +115,7 @@ public final class FastCheckEvent extends ScalarFunction {
     }
   }
 
-  private Row check(JsonParser parser, String topic, Integer partition, Long offset, Instant arrived)
+  private RowData check(JsonParser parser, String topic, Integer partition, Long offset, Instant arrived)
       throws IOException {
     String eventId = null;
     String source = null;
@@ -195,7 +198,7 @@ public final class FastCheckEvent extends ScalarFunction {
     return accepted(meter, data, eventId, account, eventMicros, topic, partition, offset);
   }
 
-  private Row accepted(
+  private RowData accepted(
       MeterSpec.Version meter,
       JsonNode data,
       String eventId,
@@ -237,9 +240,15 @@ public final class FastCheckEvent extends ScalarFunction {
     // Python: int(event_time.timestamp() * 1000), in doubles, truncated.
     long eventMs = (long) (((double) eventMicros / 1e6) * 1000.0);
     String dedupKey = meter.eventIdKey ? "id:" + eventId : "ts:" + meter.meter + ":" + eventMs;
-    return Row.of(
-        null, null, null, null, topic, partition, offset, eventId, account, meter.meter,
-        meter.aggregation, eventMs, dimensions, quantity, uniqueValue, dedupKey, fingerprint);
+    // The table runtime's own row: no conversion from an external Row per record.
+    return GenericRowData.of(
+        null, null, null, null, StringData.fromString(topic), partition, offset,
+        StringData.fromString(eventId), StringData.fromString(account),
+        StringData.fromString(meter.meter), StringData.fromString(meter.aggregation), eventMs,
+        StringData.fromString(dimensions),
+        quantity == null ? null : DecimalData.fromBigDecimal(quantity, 38, 9),
+        uniqueValue == null ? null : StringData.fromString(uniqueValue),
+        StringData.fromString(dedupKey), fingerprint);
   }
 
   /** The quantity of a SUM, MIN, MAX, MEAN or LATEST event, or null when Python decides. */

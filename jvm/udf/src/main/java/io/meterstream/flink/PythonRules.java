@@ -3,7 +3,10 @@ package io.meterstream.flink;
 import java.math.BigDecimal;
 import java.nio.charset.StandardCharsets;
 import java.time.Instant;
-import org.apache.flink.types.Row;
+import org.apache.flink.table.data.DecimalData;
+import org.apache.flink.table.data.GenericRowData;
+import org.apache.flink.table.data.RowData;
+import org.apache.flink.table.data.StringData;
 import pemja.core.PythonInterpreter;
 import pemja.core.PythonInterpreterConfig;
 
@@ -43,7 +46,7 @@ final class PythonRules implements AutoCloseable {
   }
 
   /** The CHECKED_EVENT row the Python rules give for one Kafka record. */
-  Row check(String payload, String topic, Integer partition, Long offset, Instant arrivedAt) {
+  RowData check(String payload, String topic, Integer partition, Long offset, Instant arrivedAt) {
     if (arrivedAt == null) {
       throw new IllegalArgumentException("a record without its Kafka timestamp: " + topic);
     }
@@ -60,20 +63,27 @@ final class PythonRules implements AutoCloseable {
       throw new IllegalStateException("meterstream.flink.embedded answered " + answer);
     }
     Object[] f = (Object[]) answer;
-    return Row.of(
-        f[0], f[1], f[2], f[3], topic, partition, offset, f[7], f[8], f[9], f[10],
-        asLong(f[11]), f[12], asDecimal(f[13]), f[14], f[15], asLong(f[16]));
+    return GenericRowData.of(
+        text(f[0]), text(f[1]), text(f[2]), text(f[3]), StringData.fromString(topic), partition,
+        offset, text(f[7]), text(f[8]), text(f[9]), text(f[10]), asLong(f[11]), text(f[12]),
+        asDecimal(f[13]), text(f[14]), text(f[15]), asLong(f[16]));
   }
 
   private static Long asLong(Object value) {
     return value == null ? null : ((Number) value).longValue();
   }
 
-  private static BigDecimal asDecimal(Object value) {
+  private static StringData text(Object value) {
+    return value == null ? null : StringData.fromString((String) value);
+  }
+
+  private static DecimalData asDecimal(Object value) {
     if (value == null) {
       return null;
     }
-    return value instanceof BigDecimal ? (BigDecimal) value : new BigDecimal(value.toString());
+    BigDecimal decimal =
+        value instanceof BigDecimal ? (BigDecimal) value : new BigDecimal(value.toString());
+    return DecimalData.fromBigDecimal(decimal, 38, 9);
   }
 
   @Override
