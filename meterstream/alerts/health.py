@@ -64,7 +64,11 @@ def _count(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) ->
 
 
 def check_rejections(conn: psycopg.Connection[Any], rule: HealthRule) -> dict[str, Condition]:
-    """Rejected events (severity error) of the organisation's accounts in the window."""
+    """Rejected events (severity error) of the organisation's accounts, recorded in the window.
+
+    The window is on when the job recorded them (`rejected_at`), not on when they reached
+    Kafka: a job catching up after an outage records old rejections, and they still count.
+    """
     spec = rule.spec
     params = {
         "org": rule.org_id,
@@ -76,7 +80,7 @@ def check_rejections(conn: psycopg.Connection[Any], rule: HealthRule) -> dict[st
         "SELECT r.reason_code, count(*) FROM rejected_events r"
         " JOIN accounts a ON a.account_id = r.account_id"
         " WHERE a.org_id = %(org)s AND r.severity = 'error'"
-        " AND r.arrived_at >= now() - make_interval(secs => %(window)s)"
+        " AND r.rejected_at >= now() - make_interval(secs => %(window)s)"
         " AND (%(reason)s::text IS NULL OR r.reason_code = %(reason)s)"
         " AND (%(account)s::text IS NULL OR r.account_id = %(account)s)"
         " GROUP BY r.reason_code",
@@ -98,7 +102,7 @@ def check_deprecated(conn: psycopg.Connection[Any], rule: HealthRule) -> dict[st
         "SELECT r.meter, r.severity, count(*) FROM rejected_events r"
         " JOIN accounts a ON a.account_id = r.account_id"
         " WHERE a.org_id = %(org)s AND r.reason_code = 'DEPRECATED_SCHEMA_VERSION'"
-        " AND r.arrived_at >= now() - make_interval(secs => %(window)s)"
+        " AND r.rejected_at >= now() - make_interval(secs => %(window)s)"
         " AND (%(meter)s::text IS NULL OR r.meter = %(meter)s) GROUP BY 1, 2",
         {"org": rule.org_id, "window": spec["window_seconds"], "meter": spec.get("meter")},
     ).fetchall()
@@ -114,12 +118,12 @@ def check_deprecated(conn: psycopg.Connection[Any], rule: HealthRule) -> dict[st
 
 
 def check_late(conn: psycopg.Connection[Any], rule: HealthRule) -> dict[str, Condition]:
-    """Events that arrived for a closed period (`late_events`) in the window."""
+    """Events that arrived for a closed period (`late_events`), recorded in the window."""
     spec = rule.spec
     rows = conn.execute(
         "SELECT l.period_start, count(*) FROM late_events l"
         " JOIN accounts a ON a.account_id = l.account_id"
-        " WHERE a.org_id = %(org)s AND l.arrived_at >= now() - make_interval(secs => %(window)s)"
+        " WHERE a.org_id = %(org)s AND l.recorded_at >= now() - make_interval(secs => %(window)s)"
         " GROUP BY 1 ORDER BY 1",
         {"org": rule.org_id, "window": spec["window_seconds"]},
     ).fetchall()

@@ -30,6 +30,7 @@ class Received:
     event: dict[str, Any]
     body: bytes
     received_at: float
+    headers: dict[str, str]
 
 
 @dataclass(slots=True)
@@ -107,6 +108,7 @@ class WebhookReceiver:
                     event=event if isinstance(event, dict) else json.loads(body),
                     body=body,
                     received_at=time.time(),
+                    headers=lower,
                 )
             )
         return 204

@@ -183,3 +183,8 @@ COMMENT ON TABLE alert_evaluator_state IS
 
 -- The evaluator reads the figures that changed since its last pass.
 CREATE INDEX IF NOT EXISTS usage_aggregates_by_updated_at ON usage_aggregates (updated_at);
+
+-- Health rules count an organisation's rejections and late events recorded in a recent window.
+CREATE INDEX IF NOT EXISTS rejected_events_by_account_recorded
+    ON rejected_events (account_id, rejected_at);
+CREATE INDEX IF NOT EXISTS late_events_by_account_recorded ON late_events (account_id, recorded_at);
