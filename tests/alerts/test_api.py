@@ -1,4 +1,4 @@
-"""The alerts API: rule and endpoint shapes, scopes, and tenant isolation (real API and PostgreSQL)."""
+"""The alerts API on the real stack: rule and endpoint shapes, scopes, tenant isolation."""
 
 from __future__ import annotations
 

@@ -16,9 +16,10 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -140,39 +141,72 @@ class Process:
         return True
 
 
+@dataclass
+class Pipeline:
+    """The job (with its REST API on a port of its own) and the alerts service, as processes."""
+
+    settings: Settings
+    topics: tuple[str, str]
+    job_dir: Path
+    logs: Path
+    job_name: str = field(default_factory=lambda: f"alerts-{uuid.uuid4().hex[:8]}")
+    started: list[Process] = field(default_factory=list)
+
+    def job(self, restore: Path | None = None) -> Process:
+        options = replace(
+            job_options(self.topics, self.job_dir, self.job_name),
+            archive_dir=self.logs / "archive",
+            restore_from=str(restore) if restore else None,
+        )
+        env = {REST_PORT_ENV: str(self.settings.flink.rest_port)}
+        self.started.append(Process(aggregate_argv(options), env, self.logs / "job.log"))
+        return self.started[-1]
+
+    def service(self) -> Process:
+        env = {
+            f"METERSTREAM_ALERTS_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in FAST.items()
+        }
+        env["METERSTREAM_FLINK_REST_PORT"] = str(self.settings.flink.rest_port)
+        argv = [sys.executable, "-m", "meterstream", "alerts", "serve"]
+        self.started.append(Process(argv, env, self.logs / "alerts.log"))
+        return self.started[-1]
+
+    def job_state(self) -> str | None:
+        flink = replace(self.settings.flink, job_name=self.job_name)
+        report = flink_report(replace(self.settings, flink=flink))
+        return report.get("job_state") if report.get("reachable") else None
+
+    def produce(self, records: list[Record]) -> None:
+        produce(self.settings, self.topics[0], records)
+
+
 @pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    started: list[Process] = []
-    yield started
-    for process in started:
+def pipeline(
+    alerts_settings: Settings, topics: tuple[str, str], job_dir: Path, tmp_path: Path
+) -> Iterator[Pipeline]:
+    flink = replace(alerts_settings.flink, rest_port=free_port())
+    running = Pipeline(replace(alerts_settings, flink=flink), topics, job_dir, tmp_path)
+    yield running
+    for process in running.started:
         process.kill()
 
 
-def test_stream_crossings_and_health_through_kills_of_the_job_and_the_service(
-    alerts_api: RunningApi,
-    alerts_settings: Settings,
-    tenant: Callable[..., Tenant],
-    receiver: WebhookReceiver,
-    topics: tuple[str, str],
-    job_dir: Path,
-    tmp_path: Path,
-    validator: Validator,
-    processes: list[Process],
-) -> None:
-    org, operator = tenant(4), tenant(0, operator=True)
-    accounts = org.accounts
-    job_name = f"alerts-{org.org_id}"
-    rest_port = free_port()
-    settings = replace(alerts_settings, flink=replace(alerts_settings.flink, rest_port=rest_port))
-    records = stream(accounts)
-    totals = oracle(settings, validator, [r.value for r in records]).totals
-    periods = sorted({key[2] for key in totals})
+def health(receiver: WebhookReceiver, prefix: str) -> list[str]:
+    """`reached` / `recovered`, in order, of the health notifications of one kind."""
+    seen: dict[str, str] = {}
+    for got in receiver.events():
+        if got.event["type"].startswith(prefix):
+            seen.setdefault(got.webhook_id, got.event["type"].rsplit(".", 1)[1])
+    return list(seen.values())
+
+
+def usage_rules(api: RunningApi, org: Tenant, from_period: str) -> dict[str, Any]:
+    """The organisation's rules; returns each threshold rule's (meter, account, segment,
+    thresholds) by id, for `expected_crossings`."""
     token = org.tokens["admin"]
-    subscribe(alerts_api, token, receiver)
-    subscribe(alerts_api, operator.tokens["admin"], receiver)
-    from_period = periods[0].strftime("%Y-%m")
     calls = create_rule(
-        alerts_api,
+        api,
         token,
         {
             "kind": "usage_threshold",
@@ -183,20 +217,20 @@ def test_stream_crossings_and_health_through_kills_of_the_job_and_the_service(
         },
     )
     large = create_rule(
-        alerts_api,
+        api,
         token,
         {
             "kind": "usage_threshold",
             "name": "large",
             "meter": "llm_tokens",
-            "account": accounts[0],
+            "account": org.accounts[0],
             "segment": {"model": "large"},
             "thresholds": list(LARGE_TOKENS),
             "from_period": from_period,
         },
     )
     create_rule(
-        alerts_api,
+        api,
         token,
         {
             "kind": "rejections",
@@ -206,70 +240,48 @@ def test_stream_crossings_and_health_through_kills_of_the_job_and_the_service(
             "window_seconds": 10,
         },
     )
-    expected = expected_crossings(
-        totals,
-        {
-            calls: ("api_calls", "", None, CALLS),
-            large: ("llm_tokens", accounts[0], '{"model":"large"}', LARGE_TOKENS),
-        },
-    )
-    assert len(expected) == 10  # 3 + 1 + 2 + 0 + 2 for calls, 2 for large tokens
-
-    options = replace(job_options(topics, job_dir, job_name), archive_dir=tmp_path / "archive")
-    job_env = {REST_PORT_ENV: str(rest_port)}
-    service_env = {
-        **{
-            f"METERSTREAM_ALERTS_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v)
-            for k, v in FAST.items()
-        },
-        "METERSTREAM_FLINK_REST_PORT": str(rest_port),
+    return {
+        calls: ("api_calls", "", None, CALLS),
+        large: ("llm_tokens", org.accounts[0], '{"model":"large"}', LARGE_TOKENS),
     }
-    service_argv = [sys.executable, "-m", "meterstream", "alerts", "serve"]
 
-    def start_job(restore: Path | None = None) -> Process:
-        argv = aggregate_argv(replace(options, restore_from=str(restore) if restore else None))
-        processes.append(Process(argv, job_env, tmp_path / "job.log"))
-        return processes[-1]
 
-    def start_service() -> Process:
-        processes.append(Process(service_argv, service_env, tmp_path / "alerts.log"))
-        return processes[-1]
-
-    def job_state() -> str | None:
-        report = flink_report(replace(settings, flink=replace(settings.flink, job_name=job_name)))
-        return report.get("job_state") if report.get("reachable") else None
-
-    def health(prefix: str) -> list[str]:
-        seen: dict[str, str] = {}
-        for got in receiver.events():
-            if got.event["type"].startswith(prefix):
-                seen.setdefault(got.webhook_id, got.event["type"].rsplit(".", 1)[1])
-        return list(seen.values())
+def test_stream_crossings_and_health_through_kills_of_the_job_and_the_service(
+    alerts_api: RunningApi,
+    tenant: Callable[..., Tenant],
+    receiver: WebhookReceiver,
+    validator: Validator,
+    pipeline: Pipeline,
+) -> None:
+    org, operator = tenant(4), tenant(0, operator=True)
+    settings = pipeline.settings
+    records = stream(org.accounts)
+    totals = oracle(settings, validator, [r.value for r in records]).totals
+    subscribe(alerts_api, org.tokens["admin"], receiver)
+    subscribe(alerts_api, operator.tokens["admin"], receiver)
+    rules = usage_rules(alerts_api, org, min(key[2] for key in totals).strftime("%Y-%m"))
+    expected = expected_crossings(totals, rules)
+    assert len(expected) == 10  # calls: 3 + 1 + 2 + 0 + 2; large tokens: 2
 
     third = len(records) // 3
-    produce(settings, topics[0], records[:third])
-    job = start_job()
-    wait_for(lambda: job.alive() and job_state() == "RUNNING", 180, "the job RUNNING")
+    pipeline.produce(records[:third])
+    job = pipeline.job()
+    wait_for(lambda: job.alive() and pipeline.job_state() == "RUNNING", 180, "the job RUNNING")
     # Watch the job only once it runs: its start-up is not an outage.
     create_rule(
         alerts_api,
         operator.tokens["admin"],
-        {
-            "kind": "job_not_running",
-            "name": "job",
-            "job_name": job_name,
-            "for_seconds": 0,
-        },
+        {"kind": "job_not_running", "name": "job", "job_name": pipeline.job_name, "for_seconds": 0},
     )
-    service = start_service()
+    service = pipeline.service()
     wait_for(lambda: service.alive() and bool(receiver.events(THRESHOLD)), 120, "a crossing")
-    wait_for(lambda: latest_checkpoint(job_dir) is not None, 60, "a checkpoint")
+    wait_for(lambda: latest_checkpoint(pipeline.job_dir) is not None, 60, "a checkpoint")
 
     # Mid-stream: the job is killed while events keep coming; the service sees it stopped,
     # and is killed too, with deliveries pending.
     feeder = threading.Thread(
         target=lambda: [
-            produce(settings, topics[0], records[i : i + 20])
+            pipeline.produce(records[i : i + 20])
             for i in range(third, 2 * third, 20)
             if not time.sleep(0.05)
         ]
@@ -277,27 +289,22 @@ def test_stream_crossings_and_health_through_kills_of_the_job_and_the_service(
     feeder.start()
     time.sleep(1.0)
     job.kill()
-    assert receiver.wait_for(lambda _r: health(JOB_NOT_RUNNING) == ["reached"], 60)
+    assert receiver.wait_for(lambda r: health(r, JOB_NOT_RUNNING) == ["reached"], 60)
     feeder.join(timeout=120)
     receiver.fail_next(3, status=503)
     service.kill()
-    produce(settings, topics[0], records[2 * third :] + burst(accounts[1], 8))
+    pipeline.produce(records[2 * third :] + burst(org.accounts[1], 8))
 
-    checkpoint = latest_checkpoint(job_dir)
+    checkpoint = latest_checkpoint(pipeline.job_dir)
     assert checkpoint is not None
-    job = start_job(checkpoint)
-    start_service()
-    wait_for(lambda: job.alive() and job_state() == "RUNNING", 180, "the restored job RUNNING")
-    wait_for(
-        lambda: totals_in_postgres(settings, f"acct-{org.org_id.removeprefix('org-')}") == totals,
-        180,
-        "the oracle's totals in PostgreSQL",
-    )
+    job = pipeline.job(checkpoint)
+    pipeline.service()
+    wait_for(lambda: job.alive() and pipeline.job_state() == "RUNNING", 180, "the job RUNNING")
+    prefix = f"acct-{org.org_id.removeprefix('org-')}"
+    wait_for(lambda: totals_in_postgres(settings, prefix) == totals, 180, "the oracle's totals")
     assert receiver.wait_for(lambda r: set(crossings(r)) >= expected, 60), crossings(receiver)
-    assert receiver.wait_for(lambda _r: health(JOB_NOT_RUNNING) == ["reached", "recovered"], 60)
-    assert receiver.wait_for(lambda _r: health(REJECTIONS) == ["reached", "recovered"], 60), health(
-        REJECTIONS
-    )
+    for kind in (JOB_NOT_RUNNING, REJECTIONS):
+        assert receiver.wait_for(lambda r, k=kind: health(r, k) == ["reached", "recovered"], 60)
     receiver.wait_for(lambda _r: False, 3)  # anything more would arrive now
 
     got = crossings(receiver)
@@ -305,6 +312,6 @@ def test_stream_crossings_and_health_through_kills_of_the_job_and_the_service(
     assert set(got.values()) == {1}  # each crossing is one notification (one webhook-id)
     for webhook_id in {r.webhook_id for r in receiver.events()}:
         assert len({r.body for r in receiver.events() if r.webhook_id == webhook_id}) == 1
-    assert health(JOB_NOT_RUNNING) == ["reached", "recovered"]
-    assert health(REJECTIONS) == ["reached", "recovered"]
+    assert health(receiver, JOB_NOT_RUNNING) == ["reached", "recovered"]
+    assert health(receiver, REJECTIONS) == ["reached", "recovered"]
     assert not receiver.refused
