@@ -16,6 +16,9 @@ that two variants can be checked for identical results. --alerts-pairs N runs th
 times, without and with the alerts service (`meterstream alerts serve`, rules on every account
 of the workload, webhooks to a receiver in this process), interleaved A B B A A B ..., and
 prints both medians and their ratio: the cost of the evaluator to the pipeline's throughput.
+--index-pairs N does the same with and without the index the evaluator reads
+(`usage_aggregates_by_updated_at`, migration 0008; dropped for the runs without it and created
+again at the end): what the pipeline pays for alerts even when no service runs.
 --profile FILE attaches
 async-profiler (`pip` cannot install it: pass the ap-loader jar with --ap-loader) for 20 s,
 a third of the way in, and writes collapsed stacks per thread.
@@ -165,6 +168,49 @@ def alerts_ab(settings: Settings, args: argparse.Namespace, topic: dict[str, int
     print(f"median without {a:,.0f}, with {b:,.0f} events/s: {b / a:.3f}x")
 
 
+INDEX = "usage_aggregates_by_updated_at"
+
+
+def index_ab(settings: Settings, args: argparse.Namespace, topic: dict[str, int | str]) -> None:
+    """Interleaved runs of the job with and without the evaluator's index on updated_at."""
+    prefix = str(topic["prefix"])
+    rates: dict[str, list[float]] = {"with": [], "without": []}
+
+    def index(present: bool) -> None:
+        with psycopg.connect(settings.postgres.conninfo, autocommit=True) as conn:
+            if present:
+                conn.execute(f"CREATE INDEX IF NOT EXISTS {INDEX} ON usage_aggregates (updated_at)")
+            else:
+                conn.execute(f"DROP INDEX IF EXISTS {INDEX}")
+
+    try:
+        for pair in range(args.index_pairs):
+            for variant in ("with", "without") if pair % 2 == 0 else ("without", "with"):
+                pipeline.clear_outputs(settings, prefix, f"{prefix}-raw")
+                index(variant == "with")
+                run = pipeline.run_bounded(
+                    settings,
+                    job=args.job,
+                    topic=f"{prefix}-raw",
+                    rejected_topic=f"{prefix}-rejected",
+                    records=int(topic["records"]),
+                    parallelism=args.parallelism,
+                    workdir=STATE_DIR / "work",
+                    window_s=args.window,
+                )
+                figures = pipeline.measure(run, args.job, args.parallelism, int(topic["records"]))
+                rates[variant].append(figures.steady_events_per_s)
+                print(
+                    f"{variant:>7} the updated_at index: {figures.steady_events_per_s:,.0f}"
+                    f" events/s steady, load average {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
+    finally:
+        index(True)
+    a, b = statistics.median(rates["without"]), statistics.median(rates["with"])
+    print(f"median without {a:,.0f}, with {b:,.0f} events/s: {b / a:.3f}x")
+
+
 def main() -> None:
     """Parse the options, run the job once over the topic, print (and dump) what it did."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -180,12 +226,18 @@ def main() -> None:
     parser.add_argument(
         "--alerts-pairs", type=int, default=0, help="runs without/with the alerts service"
     )
+    parser.add_argument(
+        "--index-pairs", type=int, default=0, help="runs with/without the evaluator's index"
+    )
     args = parser.parse_args()
     settings = load_settings()
     topic = topic_for(settings, args.records)
     prefix = str(topic["prefix"])
     if args.alerts_pairs:
         alerts_ab(settings, args, topic)
+        return
+    if args.index_pairs:
+        index_ab(settings, args, topic)
         return
     pipeline.clear_outputs(settings, prefix, f"{prefix}-raw")
     if args.profile and args.ap_loader:
