@@ -52,6 +52,9 @@ class AlertLatency:
     #: Probe freshness (Kafka -> PostgreSQL) in the same window, the service running.
     fresh_p50_s: float | None
     fresh_p99_s: float | None
+    #: The service's own part: from the probe's row visible in PostgreSQL to the webhook.
+    service_p50_s: float | None = None
+    service_p99_s: float | None = None
     series: list[tuple[float, float]] = field(default_factory=list)
 
 
@@ -190,6 +193,16 @@ def latencies(
     return sorted((sent_at[a] - start, latency) for a, latency in first.items())
 
 
+def after_visible(receiver: WebhookReceiver, visible_at: dict[str, float]) -> list[float]:
+    """Per probe: seconds from its row becoming visible in PostgreSQL to its webhook."""
+    first: dict[str, float] = {}
+    for got in receiver.events(THRESHOLD_REACHED):
+        account = got.event["data"]["account_id"]
+        if account in visible_at and account not in first:
+            first[account] = got.received_at - visible_at[account]
+    return list(first.values())
+
+
 def summarize(
     points: list[tuple[float, float]],
     *,
@@ -197,6 +210,7 @@ def summarize(
     seconds: float,
     probes_sent: int,
     fresh: list[float],
+    service: list[float],
 ) -> AlertLatency:
     """Percentiles of the threshold -> webhook latencies."""
     values = [latency for _, latency in points]
@@ -210,6 +224,8 @@ def summarize(
         max_s=max(values, default=None),
         fresh_p50_s=percentile(fresh, 50),
         fresh_p99_s=percentile(fresh, 99),
+        service_p50_s=percentile(service, 50),
+        service_p99_s=percentile(service, 99),
         series=points,
     )
 

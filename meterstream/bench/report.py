@@ -276,6 +276,16 @@ def headline(results: BenchResults) -> list[dict[str, Any]]:  # noqa: PLR0915 - 
             baseline=fresh.p50_s if fresh else None,
             note="baseline: freshness p50 before the alerts service started",
         )
+        row(
+            "   the alerts service's part: visible in PostgreSQL -> verified webhook, p99",
+            alerting.service_p99_s if alerting else None,
+            "s",
+            note=f"p50 {alerting.service_p50_s or 0:.3f} s; per probe, from the moment the bench's "
+            "poller first saw its row to the webhook's arrival: the evaluator's poll, its pass, "
+            "the outbox and the HTTP request"
+            if alerting
+            else "",
+        )
     st = results.state
     per_key = st.dedup_bytes_per_key if st else None
     row(

@@ -549,12 +549,16 @@ def _live_alerts(ctx: RunContext, live: _Live, run: JobRun) -> None:
             raise RuntimeError(msg)
         watched = set(accounts)
         sent = [(a, at) for a, at in producer.probe_log if a in watched]
+        probes = live.poller.between(start, end)
         ctx.results.alerts = alerts.summarize(
             alerts.latencies(harness.receiver, sent, start, end),
             rate=options.fresh_rate,
             seconds=end - start,
             probes_sent=sum(1 for _, at in sent if start <= at < end),
-            fresh=[p.freshness_s for p in live.poller.between(start, end)],
+            fresh=[p.freshness_s for p in probes],
+            service=alerts.after_visible(
+                harness.receiver, {p.account: p.visible_at for p in probes}
+            ),
         )
         cpu = harness.cpu_seconds()
     finally:
@@ -562,7 +566,8 @@ def _live_alerts(ctx: RunContext, live: _Live, run: JobRun) -> None:
     a = ctx.results.alerts
     ctx.say(
         f"   threshold -> webhook at {options.fresh_rate:,.0f} events/s: p50 {a.p50_s} s, "
-        f"p99 {a.p99_s} s ({a.notifications}/{a.probes_sent} probes); freshness meanwhile "
+        f"p99 {a.p99_s} s ({a.notifications}/{a.probes_sent} probes); visible in PostgreSQL "
+        f"-> webhook p50 {a.service_p50_s} s, p99 {a.service_p99_s} s; freshness meanwhile "
         f"p99 {a.fresh_p99_s} s; service CPU {cpu or 0:.1f} s"
     )
 
