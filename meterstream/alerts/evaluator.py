@@ -43,7 +43,7 @@ log = logging.getLogger("meterstream.alerts.evaluator")
 #: Serialises the evaluators of several service processes (each pass's writes).
 LOCK_KEY = 1_794_001
 #: Figures whose transaction started this long before the last safe bound are read again.
-OVERLAP = timedelta(seconds=2)
+OVERLAP = timedelta(milliseconds=500)
 STATE = "usage"
 
 #: The figure of (rule, account, period): one row, or a segmented meter's rows combined.
