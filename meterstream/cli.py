@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from meterstream.alerts.cli import alerts_app
 from meterstream.api.cli import accounts, orgs, serve, tokens, upload
 from meterstream.api.spec import openapi
 from meterstream.archive_cli import archive_app, recalculate
@@ -284,6 +285,8 @@ app.add_typer(orgs, name="orgs")
 app.add_typer(accounts, name="accounts")
 app.command("bench")(bench)
 app.add_typer(archive_app, name="archive")
+# Alerts and webhooks (meterstream/alerts/cli.py).
+app.add_typer(alerts_app, name="alerts")
 
 # The Flink cluster's commands (meterstream/cluster_cli.py).
 app.command("cluster-up")(cluster_up)

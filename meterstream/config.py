@@ -173,6 +173,67 @@ class ApiSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertsSettings:
+    """The alerts service (`meterstream alerts serve`): evaluation, webhooks, retries.
+
+    Times are in milliseconds so that tests can run the loops and the back-off fast while the
+    defaults stay production-like (retries over more than a day).
+    """
+
+    #: How often the evaluator looks for figures that changed (usage thresholds).
+    evaluator_poll_ms: int = 500
+    #: Every figure that a rule covers is evaluated again this often (a safety net).
+    rescan_interval_ms: int = 300_000
+    #: How often the ingestion-health conditions are checked.
+    health_interval_ms: int = 15_000
+    #: The notifier wakes on PostgreSQL NOTIFY; it also looks for due retries this often.
+    notifier_poll_ms: int = 1_000
+    delivery_timeout_ms: int = 10_000
+    delivery_concurrency: int = 8
+    #: Retry n waits retry_base_ms * retry_multiplier^(n-1), at most retry_max_delay_ms;
+    #: the defaults (5 s x4, capped at 10 h, 10 attempts) span 27.6 hours.
+    retry_base_ms: int = 5_000
+    retry_multiplier: int = 4
+    retry_max_delay_ms: int = 36_000_000
+    max_attempts: int = 10
+    #: An endpoint whose attempts have all failed for this long, and at least this many
+    #: times in a row, is disabled (and the organisation told so).
+    disable_after_ms: int = 86_400_000
+    disable_after_failures: int = 10
+    #: After a secret rotation, the previous secret still signs (a second signature) this long.
+    secret_overlap_ms: int = 86_400_000
+    #: Endpoint URLs on loopback, private, link-local or reserved addresses are refused unless
+    #: this is set (an operator's own network; the tests' local receiver).
+    allow_private_urls: bool = False
+    #: The service's Prometheus `/metrics` (0: none).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 18079
+
+    def problems(self) -> list[str]:
+        """Every invalid alerts setting, for `Settings.validate`."""
+        out = [
+            f"alerts.{name} must be >= 1"
+            for name in (
+                "evaluator_poll_ms",
+                "rescan_interval_ms",
+                "health_interval_ms",
+                "notifier_poll_ms",
+                "delivery_timeout_ms",
+                "delivery_concurrency",
+                "retry_base_ms",
+                "retry_multiplier",
+                "retry_max_delay_ms",
+                "max_attempts",
+                "disable_after_failures",
+            )
+            if getattr(self, name) < 1
+        ]
+        if self.disable_after_ms < 0 or self.secret_overlap_ms < 0:
+            out.append("alerts.disable_after_ms and alerts.secret_overlap_ms must be >= 0")
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """All of meterstream's settings."""
 
@@ -180,6 +241,7 @@ class Settings:
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     flink: FlinkSettings = field(default_factory=FlinkSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    alerts: AlertsSettings = field(default_factory=AlertsSettings)
     #: Project-local directory for the local stack: jars, data, logs, pid files, checkpoints.
     stack_dir: Path = PROJECT_ROOT / ".stack"
     schemas_dir: Path = PROJECT_ROOT / "schemas"
@@ -194,6 +256,8 @@ class Settings:
             "flink.rest_port": self.flink.rest_port,
             "api.port": self.api.port,
         }
+        if self.alerts.metrics_port:
+            ports["alerts.metrics_port"] = self.alerts.metrics_port
         problems += [
             f"{name}={port} is not a TCP port"
             for name, port in ports.items()
@@ -214,6 +278,7 @@ class Settings:
         if self.kafka.topics.partitions < 1:
             problems.append("kafka.topics.partitions must be >= 1")
         problems += self.api.problems()
+        problems += self.alerts.problems()
         if problems:
             raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What `make demo`, `make test` and CI need from the system, before any Python is installed:
 # a JDK 17 (java, javac), Maven, PostgreSQL's server binaries and psql, Python >= 3.11 with venv, and
-# runuser when run as root (PostgreSQL will not run as root); with --clients also Node.js, npm and
-# Go, which the SDKs' suites in clients/ need (`make test`). Installs what is missing when it
+# runuser when run as root (PostgreSQL will not run as root); with --tests also what only the
+# test suite needs (`make test`): Node.js, npm and Go for the SDKs' suites in clients/, and
+# promtool (Debian's prometheus) for ops/prometheus. Installs what is missing when it
 # can (root and apt-get); otherwise prints the exact command to run and exits 1. Silent when
 # nothing is missing. The one copy of this check: the Makefile and .ci/run both call it.
 #
@@ -14,8 +15,8 @@ set -euo pipefail
 python=${PYTHON:-python3}
 pg_root=${PG_ROOT:-/usr/lib/postgresql}
 go_root=${GO_ROOT:-/usr/local/go}
-clients=false
-[ "${1:-}" = --clients ] && clients=true
+tests=false
+[ "${1:-}" = --tests ] && tests=true
 
 if ! command -v "$python" >/dev/null; then
   echo "error: $python not found; install Python 3.11 or newer (or set PYTHON=...)" >&2
@@ -37,7 +38,8 @@ command -v psql >/dev/null || missing+=(postgresql-client)  # the docs' queries 
 if [ "$(id -u)" = 0 ]; then
   command -v runuser >/dev/null || missing+=(util-linux)
 fi
-if $clients; then
+if $tests; then
+  command -v promtool >/dev/null || missing+=(prometheus)
   command -v node >/dev/null || missing+=(nodejs)
   command -v npm >/dev/null || missing+=(npm)
   { command -v go >/dev/null || [ -x "$go_root/bin/go" ]; } || missing+=(golang-go)

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from meterstream.api import health, ingest, reads, uploads
+from meterstream.api import alerts, health, ingest, reads, uploads
 from meterstream.api.auth import Authenticator
 from meterstream.api.context import AccountDirectory, ApiContext
 from meterstream.api.errors import ApiError, ErrorCode, handle_api_error
@@ -175,7 +175,7 @@ def create_app(
     app.add_exception_handler(psycopg.OperationalError, _database_down)
     app.add_exception_handler(psycopg_pool.PoolTimeout, _database_down)
     app.add_exception_handler(psycopg.DataError, _bad_data)
-    for module in (ingest, uploads, reads, health):
+    for module in (ingest, uploads, reads, health, alerts):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

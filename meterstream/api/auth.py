@@ -30,6 +30,9 @@ class Scope(StrEnum):
     INGEST_WRITE = "ingest:write"
     USAGE_READ = "usage:read"
     ADMIN = "admin"
+    #: Alert rules, webhook endpoints, notifications and the delivery log (meterstream.api.alerts).
+    ALERTS_WRITE = "alerts:write"
+    ALERTS_READ = "alerts:read"
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,10 @@ def bench(
         float | None, typer.Option(help="input rate of the freshness phase, events/s")
     ] = None,
     fresh_seconds: Annotated[float | None, typer.Option(help="freshness window, s")] = None,
+    alerts_seconds: Annotated[
+        float | None,
+        typer.Option(help="threshold -> webhook latency window after freshness, s (0: skip)"),
+    ] = None,
     window: Annotated[
         float | None, typer.Option(help="time box of each throughput run from its first record, s")
     ] = None,
@@ -67,6 +71,7 @@ def bench(
         ("records", records),
         ("fresh_rate", fresh_rate),
         ("fresh_seconds", fresh_seconds),
+        ("alerts_seconds", alerts_seconds),
         ("throughput_window_s", window),
         ("out_dir", out),
     ):

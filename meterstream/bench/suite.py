@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from meterstream.bench import cluster_recovery, freshness, ingest, pipeline, state
+from meterstream.bench import alerts, cluster_recovery, freshness, ingest, pipeline, state
 from meterstream.bench.flinkjob import JobRun, aggregate_argv, launch
 from meterstream.bench.generator import Generated, Workload, generate, iter_records
 from meterstream.bench.jobwrap import WHAT_IF_ENV
@@ -64,6 +64,9 @@ class BenchOptions:
     recovery_timeout_s: float = 150.0
     #: Extra Flink options for a what-if experiment (not the job as shipped); see jobwrap.
     what_if: tuple[str, ...] = ()
+    #: After the freshness window: the alerts service runs for this long at the same rate and
+    #: each probe crosses a threshold (threshold -> webhook latency); 0: not measured.
+    alerts_seconds: float = 60.0
 
     @classmethod
     def smoke(cls, out_dir: Path | None = None) -> BenchOptions:
@@ -75,6 +78,7 @@ class BenchOptions:
             sql_baseline=False,
             fresh_rate=1_000.0,
             fresh_seconds=6.0,
+            alerts_seconds=6.0,
             batch_records=10_000,
             ingest_rounds=2,
             out_dir=out_dir or PROJECT_ROOT / "bench-results" / "smoke",
@@ -97,6 +101,7 @@ class BenchResults:
     throughput: list[pipeline.Throughput] = field(default_factory=list)
     state: state.StateFigures | None = None
     freshness: freshness.Freshness | None = None
+    alerts: alerts.AlertLatency | None = None
     recovery: state.Recovery | None = None
     cluster_recovery: state.Recovery | None = None
     live_series: dict[str, list[Any]] = field(default_factory=dict)
@@ -416,6 +421,12 @@ def _live(ctx: RunContext) -> None:
         run = live.start("live")
         figures = _live_state(ctx, run, backlog)
         _live_freshness(ctx, live, run)
+        if ctx.options.alerts_seconds > 0:
+            try:
+                _live_alerts(ctx, live, run)
+            except Exception as exc:  # noqa: BLE001 - report it, go on to the recovery
+                ctx.results.errors.append(f"alerts latency: {exc}")
+                ctx.say(f"   alerts latency FAILED: {str(exc)[:2000]}")
         ctx.results.state = state.with_steady_checkpoints(
             figures,
             state.checkpoint_history(
@@ -510,6 +521,61 @@ def _live_freshness(ctx: RunContext, live: _Live, run: JobRun) -> None:
     ctx.say(
         f"   freshness at {f.achieved_rate:,.0f} events/s: p50 {f.p50_s} s, p99 {f.p99_s} s "
         f"({f.probes_seen}/{f.probes_sent} probes)"
+    )
+
+
+def _live_alerts(ctx: RunContext, live: _Live, run: JobRun) -> None:
+    """Threshold -> webhook latency, the alerts service running, at the same input rate.
+
+    Each probe is the first unit of an account that a rule watches (threshold 1), so each
+    gives one threshold notification.
+    """
+    producer = live.producer
+    assert producer is not None  # noqa: S101 - the freshness phase started it
+    options = ctx.options
+    harness = alerts.AlertsHarness(
+        ctx.settings, f"{ctx.prefix}-alerts", ctx.workdir / "logs" / "alerts.log"
+    )
+    # Accounts of the probes sent from 2 s on: none has usage yet, so nothing fires at start.
+    first = producer.probes_sent + round(2 / freshness.PROBE_INTERVAL_S)
+    count = round((options.alerts_seconds + 60) / freshness.PROBE_INTERVAL_S)
+    accounts = [f"{live.poller.probe_prefix}-{i:06d}" for i in range(first, first + count)]
+    meter, _ = _probe_meter(ctx.registry)
+    rule = {"kind": "usage_threshold", "name": "first unit", "meter": meter, "thresholds": [1]}
+    try:
+        harness.setup(accounts, [rule])
+        harness.start_service()
+        harness.receiver.wait_for(lambda r: bool(r.received), 30)  # the service is up
+        time.sleep(2)
+        start = time.time()
+        time.sleep(options.alerts_seconds)
+        end = time.time()
+        alerts.wait_quiet(harness.receiver)
+        if run.proc.poll() is not None:
+            msg = f"the live job exited ({run.proc.returncode}):\n{run.tail()}"
+            raise RuntimeError(msg)
+        watched = set(accounts)
+        sent = [(a, at) for a, at in producer.probe_log if a in watched]
+        probes = live.poller.between(start, end)
+        ctx.results.alerts = alerts.summarize(
+            alerts.latencies(harness.receiver, sent, start, end),
+            rate=options.fresh_rate,
+            seconds=end - start,
+            probes_sent=sum(1 for _, at in sent if start <= at < end),
+            fresh=[p.freshness_s for p in probes],
+            service=alerts.after_visible(
+                harness.receiver, {p.account: p.visible_at for p in probes}
+            ),
+        )
+        cpu = harness.cpu_seconds()
+    finally:
+        harness.close()
+    a = ctx.results.alerts
+    ctx.say(
+        f"   threshold -> webhook at {options.fresh_rate:,.0f} events/s: p50 {a.p50_s} s, "
+        f"p99 {a.p99_s} s ({a.notifications}/{a.probes_sent} probes); visible in PostgreSQL "
+        f"-> webhook p50 {a.service_p50_s} s, p99 {a.service_p99_s} s; freshness meanwhile "
+        f"p99 {a.fresh_p99_s} s; service CPU {cpu or 0:.1f} s"
     )
 
 

@@ -35,6 +35,10 @@ def test_bench_smoke_runs_every_phase_and_writes_table_json_and_plot(
     assert figures["1. pipeline throughput, parallelism 1"]["measured"] > 0
     assert figures["1. pipeline throughput, parallelism 1"]["baseline"] > 0
     assert any(f.startswith("3. freshness") and r["measured"] for f, r in figures.items())
+    assert any(
+        f.startswith("3. threshold -> webhook") and r["measured"] for f, r in figures.items()
+    )
+    assert 0 < data["alerts"]["notifications"] <= data["alerts"]["probes_sent"]
     assert any(f.startswith("4. dedup state") and r["measured"] for f, r in figures.items())
     assert any(f.startswith("4. recovery") and r["measured"] for f, r in figures.items())
     assert data["workload"]["records"] == options.records

@@ -120,11 +120,11 @@ def test_the_makefile_and_ci_share_the_script() -> None:
     assert os.access(SCRIPT, os.X_OK)
 
 
-def test_the_sdks_toolchains_are_checked_only_when_asked(tmp_path: Path) -> None:
+def test_what_only_the_tests_need_is_checked_only_when_asked(tmp_path: Path) -> None:
     env = machine(tmp_path, have=EVERYTHING | {"npm"}, root=True, apt=True)
 
     assert run(env).returncode == 0
     assert not (tmp_path / "apt-calls").exists()
-    result = run(env, "--clients")
+    result = run(env, "--tests")
     assert result.returncode == 0
-    assert "installing: nodejs golang-go" in result.stdout
+    assert "installing: prometheus nodejs golang-go" in result.stdout
