@@ -10,12 +10,13 @@ produced on first use), at parallelism 1, into a blackhole unless said:
 
     read       the Kafka source alone (`jobs/read_blackhole.py`)
     parse      the source, and each record's JSON parsed once (`--parse`)
-    check      + the check of every record (JVM fast path, Python rules in place for the
-               rest), its billing period and lateness (UTC)
   the keyed operator (`flink.keyed_path = operator`, the default):
-    keyed      + dedup and figures in the keyed operator; figures out
+    keyed      + the check of every record (JVM fast path, Python rules in place for the
+               rest), its billing period and lateness (UTC), dedup and figures in the keyed
+               operator; figures out
     keyed-jdbc the same into PostgreSQL's `usage_aggregates` (idempotent upserts)
   the SQL reference path (`flink.keyed_path = sql`):
+    check      + the check of every record as a SQL function, its billing period and lateness
     dedup      + the dedup operator (RocksDB, 35-day TTL); first arrivals out
     aggregate  + the per-account, per-period figures (two-phase, RocksDB)
     jdbc       the same into PostgreSQL's `usage_aggregates` (idempotent upserts)
@@ -45,9 +46,9 @@ from meterstream.flink.launch import JobOptions
 STAGES = (
     "read",
     "parse",
-    "check",
     "keyed",
     "keyed-jdbc",
+    "check",
     "dedup",
     "aggregate",
     "jdbc",
@@ -56,7 +57,7 @@ STAGES = (
     "full-sql",
 )
 #: The stages that run dedup and figures on the SQL reference path.
-SQL_STAGES = ("dedup", "aggregate", "jdbc", "full-sql")
+SQL_STAGES = ("check", "dedup", "aggregate", "jdbc", "full-sql")
 
 FIRST_ARRIVALS_SINK = """
 CREATE TEMPORARY TABLE first_arrivals (
@@ -87,27 +88,13 @@ def run_stage_job(stage: str, topic: str, group_id: str, checkpoint_dir: Path) -
     t_env.execute_sql(
         tables.kafka_raw_events_ddl(settings, topic=topic, group_id=group_id, bounded=True)
     )
-    register_check_event(t_env, registry, fast_path=settings.flink.fast_path)
     lateness = int(settings.flink.allowed_lateness_hours)
-    for view in (
-        workflow.CHECKED_EVENTS.format(source="raw_events"),
-        workflow.CHECKED_FLAT,
-        workflow.UTC_EVENTS,
-        workflow.ROUTED_EVENTS.format(lateness_hours=lateness),
-    ):
-        t_env.execute_sql(view)
     figures = f"CREATE TEMPORARY TABLE figures ({tables.USAGE_AGGREGATES_COLUMNS})"
     figures += " WITH ('connector' = 'blackhole')"
-    if stage == "check":
-        t_env.execute_sql(CHECKED_SINK)
-        insert = (
-            "INSERT INTO checked SELECT event_id, account_id, dedup_key, period_start,"
-            " too_late, fingerprint FROM routed_events WHERE reason IS NULL"
-        )
-    elif stage.startswith("keyed"):
-        t_env.execute_sql(workflow.KEYED_INPUT)
+    if stage.startswith("keyed"):
+        t_env.execute_sql(workflow.RAW_RECORDS.format(source="raw_events"))
         sinks = tables.SinkTables(late_events=None, archive=None)
-        workflow.register_keyed_path(t_env, registry, settings, sinks)
+        workflow.register_keyed_path(t_env, registry, settings, sinks, time_zones=None)
         if stage == "keyed":
             sink = "figures"
             t_env.execute_sql(figures)
@@ -116,9 +103,23 @@ def run_stage_job(stage: str, topic: str, group_id: str, checkpoint_dir: Path) -
             t_env.execute_sql(tables.jdbc_usage_aggregates_ddl(settings))
         insert = workflow.FIGURES.format(sink=sink)
     else:
-        t_env.execute_sql(workflow.ARRIVALS)
-        t_env.execute_sql(workflow.UNIQUE_EVENTS)
-        if stage == "dedup":
+        register_check_event(t_env, registry, fast_path=settings.flink.fast_path)
+        for view in (
+            workflow.CHECKED_EVENTS.format(source="raw_events"),
+            workflow.VALIDATED_EVENTS,
+            workflow.UTC_EVENTS,
+            workflow.ACCEPTED_EVENTS.format(lateness_hours=lateness),
+            workflow.ARRIVALS,
+            workflow.UNIQUE_EVENTS,
+        ):
+            t_env.execute_sql(view)
+        if stage == "check":
+            t_env.execute_sql(CHECKED_SINK)
+            insert = (
+                "INSERT INTO checked SELECT event_id, account_id, dedup_key, period_start,"
+                " too_late, fingerprint FROM accepted_events"
+            )
+        elif stage == "dedup":
             t_env.execute_sql(FIRST_ARRIVALS_SINK)
             insert = (
                 "INSERT INTO first_arrivals SELECT account_id, meter, period_start, dimensions,"

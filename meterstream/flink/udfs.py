@@ -34,6 +34,11 @@ def fast_path_spec(registry: MeterRegistry) -> str:
     return orjson.dumps(Validator(registry).describe()).decode()
 
 
+def python_executable(t_env: TableEnvironment) -> str:
+    """The Python the TaskManagers embed for the rules (`python.executable`, default this one)."""
+    return t_env.get_config().get("python.executable", None) or sys.executable
+
+
 def register_check_event(
     t_env: TableEnvironment,
     registry: MeterRegistry,
@@ -46,8 +51,11 @@ def register_check_event(
     which must be able to import meterstream.
     """
     gateway = get_gateway()
-    python = t_env.get_config().get("python.executable", None) or sys.executable
-    arguments = [registry.to_json(), fast_path_spec(registry) if fast_path else None, python]
+    arguments = [
+        registry.to_json(),
+        fast_path_spec(registry) if fast_path else None,
+        python_executable(t_env),
+    ]
     # The class is in the job's jars (the context class loader), not on py4j's class path.
     check_class = (
         gateway.jvm.Thread.currentThread().getContextClassLoader().loadClass(CHECK_EVENT_CLASS)

@@ -1,12 +1,19 @@
 """The aggregation workflow: raw events -> check -> dedup -> per-period figures, plus the log.
 
 `define_workflow` knows tables only by name: jobs register Kafka and JDBC tables under those
-names, tests may register others. Every operator is a JVM one: the check (`check_event`, jvm/udf)
-calls the Python rules in place for the records its fast path leaves open. Keyed state (dedup,
-figures) runs in one keyed operator (`DedupAndFigures`, jvm/udf, wired by `KeyedPath`), or, with
-`flink.keyed_path = "sql"`, in the SQL reference path generated here and in `sqlgen`: an OVER
-aggregation and a two-phase GROUP BY. Both give the same rows
-(tests/integration/test_keyed_path.py).
+names, tests may register others. Every operator is a JVM one; the check (jvm/udf: the fast path,
+and the Python rules called in place for the records it leaves open) runs in the task that reads
+Kafka. Two keyed paths, by `flink.keyed_path`:
+
+- "operator" (the default): `KeyedPath` (jvm/udf) checks each record, gives it its period and
+  routes it in plain Java (`CheckAndRoute`), then one keyed operator, `DedupAndFigures`, keeps the
+  dedup keys and the figures per account.
+- "sql": the reference path generated here and in `sqlgen`: the check as a SQL function, an OVER
+  aggregation for the dedup and a two-phase GROUP BY for the figures.
+
+Both give the same rows (tests/integration/test_keyed_path.py) and register the same views
+(`check_log`, `duplicate_conflicts`, `late_first_arrivals`, `archive_rows`), from which the log,
+late events and the archive are written by the same SQL.
 
 Every record leaves the check in its Kafka partition's order, whichever rules decided it, and
 nothing between the check and the dedup reorders records (one chain, one exchange): the dedup
@@ -17,18 +24,26 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StatementSet, StreamTableEnvironment
 
 from meterstream.config import Settings
 from meterstream.flink.sqlgen import aggregate_sql
 from meterstream.flink.tables import SinkTables
-from meterstream.flink.udfs import register_check_event
+from meterstream.flink.udfs import fast_path_spec, python_executable, register_check_event
 from meterstream.meters.model import IDENTIFIER
 from meterstream.meters.registry import MeterRegistry
 
-# Every branch reads `checked_events` with the same columns, so the planner calls the check once
-# per record for all of them.
+# The raw records the keyed operator's path reads (KeyedPath.RAW_COLUMNS).
+RAW_RECORDS = """
+CREATE TEMPORARY VIEW raw_records AS
+SELECT payload, kafka_topic, kafka_partition, kafka_offset, arrived_at FROM {source}
+"""
+
+# The SQL reference path. The check's row is one column, `c`, read field by field below: the
+# planner must not merge a projection of its fields into the call, which it would then make once
+# per field (a non-deterministic function is not reused).
 CHECKED_EVENTS = """
 CREATE TEMPORARY VIEW checked_events AS
 SELECT payload, arrived_at,
@@ -36,75 +51,56 @@ SELECT payload, arrived_at,
 FROM {source}
 """
 
-# The checked fields as columns, and the processing time the SQL path's dedup orders by.
-CHECKED_FLAT = """
-CREATE TEMPORARY VIEW checked_flat AS
-SELECT c.reason AS reason, c.detail AS detail, c.warning AS warning,
-       c.warning_detail AS warning_detail, c.source_topic AS source_topic,
-       c.source_partition AS source_partition, c.source_offset AS source_offset,
-       c.event_id AS event_id, c.account_id AS account_id, c.meter AS meter,
+VALIDATED_EVENTS = """
+CREATE TEMPORARY VIEW validated_events AS
+SELECT c.event_id AS event_id, c.account_id AS account_id, c.meter AS meter,
        c.aggregation AS aggregation, c.event_time_ms AS event_time_ms,
        c.dimensions AS dimensions, c.quantity AS quantity, c.unique_value AS unique_value,
-       c.dedup_key AS dedup_key, c.fingerprint AS fingerprint, payload, arrived_at,
-       PROCTIME() AS proc_time
+       c.dedup_key AS dedup_key, c.fingerprint AS fingerprint, c.source_topic AS source_topic,
+       c.source_partition AS source_partition, c.source_offset AS source_offset,
+       payload, arrived_at, PROCTIME() AS proc_time
 FROM checked_events
+WHERE c.reason IS NULL
 """
 
 # Each account's billing time zone (UTC by default): `account_time_zone` (jvm/udf) holds the
-# PostgreSQL table in memory and reads it again every minute. Every record is looked up (a
-# rejected one has no account), so that one chain carries every record to the dedup's exchange.
+# PostgreSQL table in memory and reads it again every minute.
 ZONED_EVENTS = """
 CREATE TEMPORARY VIEW zoned_events AS
-SELECT *, account_time_zone(account_id) AS time_zone FROM checked_flat
+SELECT *, account_time_zone(account_id) AS time_zone FROM validated_events
 """
 
 UTC_EVENTS = """
 CREATE TEMPORARY VIEW zoned_events AS
-SELECT *, 'UTC' AS time_zone FROM checked_flat
+SELECT *, 'UTC' AS time_zone FROM validated_events
 """
 
 # The period is the local calendar month of the event time. An event is too late when it
 # reached Kafka (the broker's append time, so a replay decides the same) after the period's
 # end plus the allowed lateness. Both are JVM functions (jvm/udf: BillingPeriodStart,
 # ArrivedTooLate); rules/periods.py is the same rule in Python, and tests/flink/test_periods_jvm.py
-# holds them to the same answers. Rejected records get neither.
-# The columns are those of `KeyedPath.COLUMNS` (jvm/udf), then proc_time.
-ROUTED_EVENTS = """
-CREATE TEMPORARY VIEW routed_events AS
-SELECT reason, detail, warning, warning_detail, source_topic, source_partition, source_offset,
-       event_id, account_id, meter, aggregation, event_time_ms,
-       CASE WHEN reason IS NULL THEN billing_period_start(event_time_ms, time_zone)
-       END AS period_start,
-       dimensions, quantity, unique_value, dedup_key, fingerprint, payload, arrived_at,
-       CASE WHEN reason IS NULL
-            THEN arrived_too_late(event_time_ms, time_zone, arrived_at, {lateness_hours})
-            ELSE FALSE
-       END AS too_late,
-       proc_time
+# holds them to the same answers.
+ACCEPTED_EVENTS = """
+CREATE TEMPORARY VIEW accepted_events AS
+SELECT event_id, account_id, meter, aggregation, event_time_ms,
+       billing_period_start(event_time_ms, time_zone) AS period_start, dimensions, quantity,
+       unique_value, dedup_key, fingerprint, source_topic, source_partition, source_offset,
+       payload, arrived_at, proc_time,
+       arrived_too_late(event_time_ms, time_zone, arrived_at, {lateness_hours}) AS too_late
 FROM zoned_events
 """
 
-# The keyed operator's input: every record, in one chain from the source (KeyedPath.register).
-KEYED_INPUT = """
-CREATE TEMPORARY VIEW keyed_input AS
-SELECT reason, detail, warning, warning_detail, source_topic, source_partition, source_offset,
-       event_id, account_id, meter, aggregation, event_time_ms, period_start, dimensions,
-       quantity, unique_value, dedup_key, fingerprint, payload, arrived_at, too_late
-FROM routed_events
-"""
-
-# The SQL reference path. Number each arrival of an (account, idempotency key) and remember the
-# first one's content fingerprint: one small accumulator per key, expiring after
-# table.exec.state.ttl (35 days). The first arrival is counted; a later one with another
-# fingerprint is a conflict. Processing time orders them as they reach this operator, which is
-# their Kafka offset order (one chain from the source, one exchange).
+# Number each arrival of an (account, idempotency key) and remember the first one's content
+# fingerprint: one small accumulator per key, expiring after table.exec.state.ttl (35 days).
+# The first arrival is counted; a later one with another fingerprint is a conflict. Processing
+# time orders them as they reach this operator, which is their Kafka offset order (one chain
+# from the source, one exchange).
 ARRIVALS = """
 CREATE TEMPORARY VIEW arrivals AS
 SELECT *,
        COUNT(*) OVER w AS arrival,
        FIRST_VALUE(fingerprint) OVER w AS first_fingerprint
-FROM routed_events
-WHERE reason IS NULL
+FROM accepted_events
 WINDOW w AS (
   PARTITION BY account_id, dedup_key ORDER BY proc_time
   ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
@@ -120,12 +116,16 @@ FROM arrivals
 WHERE arrival = 1 AND NOT too_late
 """
 
-# The SQL path's views under the names the keyed operator registers its outputs by (the log
-# reads the checked records before the time-zone lookup, which it does not need).
+# The SQL path's views under the names the keyed operator registers its outputs by.
 SQL_PATH_OUTPUTS = (
     """
 CREATE TEMPORARY VIEW check_log AS
-SELECT * FROM checked_flat WHERE reason IS NOT NULL OR warning IS NOT NULL
+SELECT c.reason AS reason, c.detail AS detail, c.warning AS warning,
+       c.warning_detail AS warning_detail, c.source_topic AS source_topic,
+       c.source_partition AS source_partition, c.source_offset AS source_offset,
+       c.event_id AS event_id, c.account_id AS account_id, c.meter AS meter, payload, arrived_at
+FROM checked_events
+WHERE c.reason IS NOT NULL OR c.warning IS NOT NULL
 """,
     """
 CREATE TEMPORARY VIEW duplicate_conflicts AS
@@ -199,21 +199,21 @@ def define_workflow(
     without it every account is billed in UTC. `settings.flink.keyed_path` picks the keyed
     operator or the SQL path.
     """
-    register_check_event(t_env, registry, fast_path=settings.flink.fast_path)
-    if time_zones:
-        register_time_zones(t_env, settings, time_zones)
-    zoned = ZONED_EVENTS if time_zones else UTC_EVENTS
-    lateness = int(settings.flink.allowed_lateness_hours)
-    for view in (
-        CHECKED_EVENTS.format(source=source),
-        CHECKED_FLAT,
-        zoned,
-        ROUTED_EVENTS.format(lateness_hours=lateness),
-    ):
-        t_env.execute_sql(view)
     statements = t_env.create_statement_set()
     if settings.flink.keyed_path == "sql":
-        for view in (ARRIVALS, UNIQUE_EVENTS, *SQL_PATH_OUTPUTS):
+        register_check_event(t_env, registry, fast_path=settings.flink.fast_path)
+        if time_zones:
+            register_time_zones(t_env, settings, time_zones)
+        lateness = int(settings.flink.allowed_lateness_hours)
+        for view in (
+            CHECKED_EVENTS.format(source=source),
+            VALIDATED_EVENTS,
+            ZONED_EVENTS if time_zones else UTC_EVENTS,
+            ACCEPTED_EVENTS.format(lateness_hours=lateness),
+            ARRIVALS,
+            UNIQUE_EVENTS,
+            *SQL_PATH_OUTPUTS,
+        ):
             t_env.execute_sql(view)
         statements.add_insert_sql(
             aggregate_sql(
@@ -224,8 +224,8 @@ def define_workflow(
             )
         )
     else:
-        t_env.execute_sql(KEYED_INPUT)
-        register_keyed_path(t_env, registry, settings, sinks)
+        t_env.execute_sql(RAW_RECORDS.format(source=source))
+        register_keyed_path(t_env, registry, settings, sinks, time_zones=time_zones)
         statements.add_insert_sql(FIGURES.format(sink=sinks.usage_aggregates))
     t_env.execute_sql(VALIDATION_LOG)
     statements.add_insert_sql(LOG.format(sink=sinks.rejected_events))
@@ -283,35 +283,57 @@ def _new(gateway: Any, loader: Any, class_name: str, arguments: list[tuple[str, 
     return loader.loadClass(class_name).getConstructor(types).newInstance(values)
 
 
-def meter_kinds(registry: MeterRegistry) -> str:
-    """Each meter's aggregation kind as `meter=KIND` pairs, for `KeyedPath.register`."""
-    kinds = []
+def meter_kinds(registry: MeterRegistry) -> dict[str, str]:
+    """Each meter's aggregation kind, for `KeyedPath.register`."""
+    kinds = {}
     for name in registry.names():
         meter = registry.current(name)
         assert meter is not None  # noqa: S101 - names() lists loaded meters
-        kinds.append(f"{name}={meter.aggregation.value}")
-    return ",".join(kinds)
+        kinds[name] = meter.aggregation.value
+    return kinds
 
 
 def register_keyed_path(
-    t_env: StreamTableEnvironment, registry: MeterRegistry, settings: Settings, sinks: SinkTables
+    t_env: StreamTableEnvironment,
+    registry: MeterRegistry,
+    settings: Settings,
+    sinks: SinkTables,
+    *,
+    time_zones: str | None,
 ) -> None:
-    """Register the keyed operator's output views (`KeyedPath`, jvm/udf) over `keyed_input`."""
+    """Register the keyed operator's views (`KeyedPath`, jvm/udf) over `raw_records`."""
+    f, pg = settings.flink, settings.postgres
+    day_ms = 24 * 3600 * 1000
+    if time_zones and not IDENTIFIER.fullmatch(time_zones):
+        msg = f"{time_zones!r} is not a table name"
+        raise ValueError(msg)
+    zones = {
+        "jdbc_url": pg.jdbc_url,
+        "user": pg.user,
+        "password": pg.password,
+        "table": time_zones,
+        "refresh_seconds": TIME_ZONE_REFRESH_S,
+    }
+    options = {
+        "meters": registry.to_json(),
+        "spec": fast_path_spec(registry) if f.fast_path else None,
+        "python": python_executable(t_env),
+        "time_zones": zones if time_zones else None,
+        "lateness_hours": int(f.allowed_lateness_hours),
+        "meter_kinds": meter_kinds(registry),
+        "dedup_ttl_ms": f.dedup_ttl_days * day_ms,
+        "figure_ttl_ms": f.aggregate_ttl_days * day_ms,
+        "flush_interval_ms": f.mini_batch_latency_ms,
+        "flush_size": f.mini_batch_size,
+        "archive": sinks.archive is not None,
+        "late": sinks.late_events is not None,
+    }
     gateway = get_gateway()
     loader = gateway.jvm.Thread.currentThread().getContextClassLoader()
-    f = settings.flink
-    day_ms = 24 * 3600 * 1000
     arguments = [
         ("org.apache.flink.table.api.bridge.java.StreamTableEnvironment", t_env._j_tenv),  # noqa: SLF001
-        ("java.lang.String", "keyed_input"),
-        ("java.lang.String", meter_kinds(registry)),
-        ("long", f.dedup_ttl_days * day_ms),
-        ("long", f.aggregate_ttl_days * day_ms),
-        ("long", f.mini_batch_latency_ms),
-        ("int", f.mini_batch_size),
-        ("boolean", sinks.archive is not None),
-        ("boolean", sinks.late_events is not None),
+        ("java.lang.String", "raw_records"),
+        ("java.lang.String", orjson.dumps(options).decode()),
     ]
     types, values = _java_arguments(gateway, loader, arguments)
-    keyed_path = loader.loadClass(KEYED_PATH_CLASS)
-    keyed_path.getMethod("register", types).invoke(None, values)
+    loader.loadClass(KEYED_PATH_CLASS).getMethod("register", types).invoke(None, values)

@@ -1,5 +1,8 @@
 package io.meterstream.flink;
 
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.io.IOException;
 import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
@@ -8,7 +11,6 @@ import org.apache.flink.api.common.typeinfo.Types;
 import org.apache.flink.api.java.functions.KeySelector;
 import org.apache.flink.streaming.api.datastream.DataStream;
 import org.apache.flink.streaming.api.datastream.SingleOutputStreamOperator;
-import org.apache.flink.streaming.api.functions.ProcessFunction;
 import org.apache.flink.table.api.DataTypes;
 import org.apache.flink.table.api.Table;
 import org.apache.flink.table.api.bridge.java.StreamTableEnvironment;
@@ -16,17 +18,16 @@ import org.apache.flink.table.data.RowData;
 import org.apache.flink.table.runtime.typeutils.InternalTypeInfo;
 import org.apache.flink.table.types.DataType;
 import org.apache.flink.table.types.logical.RowType;
-import org.apache.flink.util.Collector;
 import org.apache.flink.util.OutputTag;
 
 /**
  * Wires the keyed hot path into a job's Table API program: meterstream/flink/workflow.py calls
- * {@link #register} with the view of checked records, and reads what it registers.
+ * {@link #register} with the view of raw Kafka records, and reads what it registers.
  *
- * <p>The view is turned into one DataStream (so the source and the check are planned once, in
- * one chain), its log rows (rejections, warnings) are split off in that chain, and the accepted
+ * <p>The view is turned into one DataStream (the source planned once, in one chain), each record
+ * is checked, given its period and routed in that chain ({@link CheckAndRoute}), and the accepted
  * events are keyed by account into {@link DedupAndFigures}. Registered views, each with the
- * columns of the input view unless said:
+ * columns {@link #COLUMNS} unless said:
  *
  * <ul>
  *   <li>{@code check_log}: records with a reason or a warning;
@@ -37,13 +38,37 @@ import org.apache.flink.util.OutputTag;
  * </ul>
  */
 public final class KeyedPath {
-  /** The input view's columns, in order. */
-  public static final List<String> COLUMNS =
-      Arrays.asList(
-          "reason", "detail", "warning", "warning_detail", "source_topic", "source_partition",
-          "source_offset", "event_id", "account_id", "meter", "aggregation", "event_time_ms",
-          "period_start", "dimensions", "quantity", "unique_value", "dedup_key", "fingerprint",
-          "payload", "arrived_at", "too_late");
+  /** The raw records' columns: what the Kafka source reads. */
+  static final List<String> RAW_COLUMNS =
+      Arrays.asList("payload", "kafka_topic", "kafka_partition", "kafka_offset", "arrived_at");
+
+  /** A checked record's columns and types. */
+  static final DataType CHECKED =
+      DataTypes.ROW(
+          DataTypes.FIELD("reason", DataTypes.STRING()),
+          DataTypes.FIELD("detail", DataTypes.STRING()),
+          DataTypes.FIELD("warning", DataTypes.STRING()),
+          DataTypes.FIELD("warning_detail", DataTypes.STRING()),
+          DataTypes.FIELD("source_topic", DataTypes.STRING()),
+          DataTypes.FIELD("source_partition", DataTypes.INT()),
+          DataTypes.FIELD("source_offset", DataTypes.BIGINT()),
+          DataTypes.FIELD("event_id", DataTypes.STRING()),
+          DataTypes.FIELD("account_id", DataTypes.STRING()),
+          DataTypes.FIELD("meter", DataTypes.STRING()),
+          DataTypes.FIELD("aggregation", DataTypes.STRING()),
+          DataTypes.FIELD("event_time_ms", DataTypes.BIGINT()),
+          DataTypes.FIELD("period_start", DataTypes.DATE()),
+          DataTypes.FIELD("dimensions", DataTypes.STRING()),
+          DataTypes.FIELD("quantity", DataTypes.DECIMAL(Figure.PRECISION, Figure.SCALE)),
+          DataTypes.FIELD("unique_value", DataTypes.STRING()),
+          DataTypes.FIELD("dedup_key", DataTypes.STRING()),
+          DataTypes.FIELD("fingerprint", DataTypes.BIGINT()),
+          DataTypes.FIELD("payload", DataTypes.STRING()),
+          DataTypes.FIELD("arrived_at", DataTypes.TIMESTAMP_LTZ(3)),
+          DataTypes.FIELD("too_late", DataTypes.BOOLEAN()));
+
+  /** A checked record's columns, in order: the views' and the keyed operator's input. */
+  public static final List<String> COLUMNS = DataType.getFieldNames(CHECKED);
 
   static final int REASON = COLUMNS.indexOf("reason");
   static final int WARNING = COLUMNS.indexOf("warning");
@@ -56,6 +81,7 @@ public final class KeyedPath {
   static final int UNIQUE_VALUE = COLUMNS.indexOf("unique_value");
   static final int DEDUP_KEY = COLUMNS.indexOf("dedup_key");
   static final int FINGERPRINT = COLUMNS.indexOf("fingerprint");
+  static final int PAYLOAD = COLUMNS.indexOf("payload");
   static final int ARRIVED_AT = COLUMNS.indexOf("arrived_at");
   static final int TOO_LATE = COLUMNS.indexOf("too_late");
 
@@ -76,38 +102,62 @@ public final class KeyedPath {
   private KeyedPath() {}
 
   /**
-   * Registers the views above for the records of {@code inputView}.
+   * Registers the views above for the records of {@code rawView} ({@link #RAW_COLUMNS}).
    *
-   * @param meterKinds "meter=KIND" pairs, comma-separated: each meter's aggregation kind.
-   * @param archive whether to emit {@code archive_rows}.
-   * @param late whether to emit {@code late_first_arrivals}.
+   * @param optionsJson what the job decides, from its settings (meterstream/flink/workflow.py):
+   *     {@code meters} (the Python rules' registry), {@code spec} (the fast path's rules, or
+   *     null), {@code python} (the TaskManagers' Python), {@code time_zones} (null, or
+   *     {@code jdbc_url}, {@code user}, {@code password}, {@code table}, {@code refresh_seconds}),
+   *     {@code lateness_hours}, {@code meter_kinds} (meter name: aggregation kind),
+   *     {@code dedup_ttl_ms}, {@code figure_ttl_ms}, {@code flush_interval_ms},
+   *     {@code flush_size}, {@code archive} and {@code late} (whether to emit those views).
    */
-  public static void register(
-      StreamTableEnvironment tEnv,
-      String inputView,
-      String meterKinds,
-      long dedupTtlMs,
-      long figureTtlMs,
-      long flushIntervalMs,
-      int flushSize,
-      boolean archive,
-      boolean late) {
-    Table input = tEnv.from(inputView);
+  public static void register(StreamTableEnvironment tEnv, String rawView, String optionsJson)
+      throws IOException {
+    JsonNode options = new ObjectMapper().readTree(optionsJson);
+    Table input = tEnv.from(rawView);
     DataType type = input.getResolvedSchema().toPhysicalRowDataType().bridgedTo(RowData.class);
-    RowType rowType = (RowType) type.getLogicalType();
-    if (!rowType.getFieldNames().equals(COLUMNS)) {
+    RowType rawType = (RowType) type.getLogicalType();
+    if (!rawType.getFieldNames().equals(RAW_COLUMNS)) {
       throw new IllegalArgumentException(
-          inputView + " has columns " + rowType.getFieldNames() + ", expected " + COLUMNS);
+          rawView + " has columns " + rawType.getFieldNames() + ", expected " + RAW_COLUMNS);
     }
-    InternalTypeInfo<RowData> rows = InternalTypeInfo.of(rowType);
+    InternalTypeInfo<RowData> rows = InternalTypeInfo.of((RowType) CHECKED.getLogicalType());
     OutputTag<RowData> logTag = new OutputTag<>("check_log", rows);
     OutputTag<RowData> conflictTag = new OutputTag<>("duplicate_conflicts", rows);
+    boolean late = options.get("late").booleanValue();
+    boolean archive = options.get("archive").booleanValue();
     OutputTag<RowData> lateTag = late ? new OutputTag<>("late_first_arrivals", rows) : null;
     OutputTag<RowData> archiveTag = archive ? new OutputTag<>("archive_rows", rows) : null;
 
-    DataStream<RowData> checked = tEnv.toDataStream(input, type);
+    JsonNode zones = options.get("time_zones");
+    TimeZoneTable.Source timeZones =
+        zones == null || zones.isNull()
+            ? null
+            : new TimeZoneTable.Source(
+                zones.get("jdbc_url").textValue(),
+                zones.get("user").textValue(),
+                zones.get("password").textValue(),
+                zones.get("table").textValue(),
+                zones.get("refresh_seconds").longValue());
+    JsonNode spec = options.get("spec");
+    CheckAndRoute checkAndRoute =
+        new CheckAndRoute(
+            options.get("meters").textValue(),
+            spec == null || spec.isNull() ? null : spec.textValue(),
+            options.get("python").textValue(),
+            timeZones,
+            options.get("lateness_hours").longValue(),
+            logTag);
+    Map<String, Figure.Aggregation> kinds = new HashMap<>();
+    options
+        .get("meter_kinds")
+        .fields()
+        .forEachRemaining(e -> kinds.put(e.getKey(), Figure.Aggregation.valueOf(e.getValue().textValue())));
+
+    DataStream<RowData> raw = tEnv.toDataStream(input, type);
     SingleOutputStreamOperator<RowData> accepted =
-        checked.process(new RouteChecked(logTag), rows).name("route_checked").uid("route_checked");
+        raw.process(checkAndRoute, rows).name("check_and_route").uid("check_and_route");
     InternalTypeInfo<RowData> figureInfo =
         InternalTypeInfo.of((RowType) FIGURE_COLUMNS.getLogicalType());
     SingleOutputStreamOperator<RowData> figures =
@@ -117,11 +167,11 @@ public final class KeyedPath {
                 "dedup_and_figures",
                 figureInfo,
                 new DedupAndFigures(
-                    kinds(meterKinds),
-                    dedupTtlMs,
-                    figureTtlMs,
-                    flushIntervalMs,
-                    flushSize,
+                    kinds,
+                    options.get("dedup_ttl_ms").longValue(),
+                    options.get("figure_ttl_ms").longValue(),
+                    options.get("flush_interval_ms").longValue(),
+                    options.get("flush_size").intValue(),
                     conflictTag,
                     lateTag,
                     archiveTag))
@@ -138,18 +188,6 @@ public final class KeyedPath {
     }
   }
 
-  static Map<String, Figure.Aggregation> kinds(String meterKinds) {
-    Map<String, Figure.Aggregation> out = new HashMap<>();
-    for (String pair : meterKinds.split(",")) {
-      if (pair.isEmpty()) {
-        continue;
-      }
-      int eq = pair.indexOf('=');
-      out.put(pair.substring(0, eq), Figure.Aggregation.valueOf(pair.substring(eq + 1)));
-    }
-    return out;
-  }
-
   /** The account of an accepted event: the key of its state. */
   static final class AccountKey implements KeySelector<RowData, String> {
     private static final long serialVersionUID = 1L;
@@ -157,27 +195,6 @@ public final class KeyedPath {
     @Override
     public String getKey(RowData row) {
       return row.getString(ACCOUNT_ID).toString();
-    }
-  }
-
-  /** Accepted events on; rejections and warnings to the log output (a warning's event both). */
-  static final class RouteChecked extends ProcessFunction<RowData, RowData> {
-    private static final long serialVersionUID = 1L;
-    private final OutputTag<RowData> log;
-
-    RouteChecked(OutputTag<RowData> log) {
-      this.log = log;
-    }
-
-    @Override
-    public void processElement(RowData row, Context ctx, Collector<RowData> out) {
-      boolean rejected = !row.isNullAt(REASON);
-      if (rejected || !row.isNullAt(WARNING)) {
-        ctx.output(log, row);
-      }
-      if (!rejected) {
-        out.collect(row);
-      }
     }
   }
 }
