@@ -1,6 +1,7 @@
 """Aggregate usage: raw CloudEvents in Kafka -> per-account, per-meter, per-month totals.
 
-Input:  Kafka topic `meterstream.events.raw` (CloudEvents JSON, keyed by account id).
+Input:  Kafka topic `meterstream.events.raw` (CloudEvents JSON, keyed by account id), and
+        `meterstream.corrections` (voids and amends of counted events, docs/corrections.md).
 Lookup: PostgreSQL `account_time_zones` (each account's billing time zone, read every minute).
 Output: PostgreSQL `usage_aggregates` (upserts by primary key), `rejected_events` (validation log,
         keyed by Kafka position), `late_events` (first arrivals after their period's allowed
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> None:
             settings, topic=args.topic, group_id=group_id, bounded=args.bounded
         )
     )
+    t_env.execute_sql(
+        tables.kafka_corrections_ddl(settings, group_id=group_id, bounded=args.bounded)
+    )
     t_env.execute_sql(tables.jdbc_usage_aggregates_ddl(settings))
     t_env.execute_sql(tables.jdbc_rejected_events_ddl(settings))
     t_env.execute_sql(tables.jdbc_late_events_ddl(settings))
@@ -84,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         source="raw_events",
         sinks=tables.SinkTables(archive=None if args.no_archive else "archived_events"),
         time_zones="account_time_zones",
+        corrections="corrections",
     )
     result = statements.execute()
     client = result.get_job_client()

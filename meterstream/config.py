@@ -22,6 +22,9 @@ class TopicSettings:
 
     raw: str = "meterstream.events.raw"
     rejected: str = "meterstream.events.rejected"
+    #: Voids and amends of counted events (docs/corrections.md), keyed by account; the job's
+    #: keyed operator applies them to the figures of open periods.
+    corrections: str = "meterstream.corrections"
     partitions: int = 4
 
 

@@ -76,7 +76,7 @@ def alive(job: subprocess.Popen[bytes], log: Path) -> bool:
     return True
 
 
-def _kill(job: subprocess.Popen[bytes]) -> None:
+def kill_job(job: subprocess.Popen[bytes]) -> None:
     if job.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(job.pid, signal.SIGKILL)
@@ -111,7 +111,7 @@ def kill_mid_stream(
         job.wait(timeout=30)
         producer.join(timeout=120)
     finally:
-        _kill(job)
+        kill_job(job)
     checkpoint = latest_checkpoint(options.checkpoint_dir)
     assert checkpoint is not None
     return checkpoint
@@ -130,7 +130,7 @@ def run_then_kill(options: JobOptions, log: Path, done: Callable[[], bool], what
             f"a checkpoint after {what}",
         )
     finally:
-        _kill(job)
+        kill_job(job)
     checkpoint = latest_checkpoint(options.checkpoint_dir)
     assert checkpoint is not None
     return checkpoint
@@ -147,7 +147,7 @@ def run_restored_until(
         time.sleep(settle_s)
         assert job.poll() is None, log.read_text()[-5000:]
     finally:
-        _kill(job)
+        kill_job(job)
 
 
 def totals_in_postgres(

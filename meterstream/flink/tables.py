@@ -87,6 +87,42 @@ def kafka_raw_events_ddl(
     return f"CREATE TEMPORARY TABLE {name} ({RAW_EVENTS_COLUMNS}) WITH (\n{_with(options)}\n)"
 
 
+#: The corrections topic: the key is the account, the value one correction (JSON).
+CORRECTIONS_COLUMNS = """
+    account_id STRING,
+    payload STRING
+"""
+
+
+def kafka_corrections_ddl(
+    settings: Settings,
+    *,
+    name: str = "corrections",
+    topic: str | None = None,
+    group_id: str | None = None,
+    bounded: bool = False,
+) -> str:
+    """The Kafka source of corrections (voids and amends, docs/corrections.md).
+
+    Read from the start, like the raw events; `bounded` stops at the offsets current at start-up.
+    """
+    options = {
+        "connector": "kafka",
+        "topic": topic or settings.kafka.topics.corrections,
+        "properties.bootstrap.servers": settings.kafka.bootstrap_servers,
+        "properties.group.id": group_id or settings.flink.consumer_group,
+        "properties.isolation.level": "read_committed",
+        "scan.startup.mode": "earliest-offset",
+        "key.format": "raw",
+        "key.fields": "account_id",
+        "value.format": "raw",
+        "value.fields-include": "EXCEPT_KEY",
+    }
+    if bounded:
+        options["scan.bounded.mode"] = "latest-offset"
+    return f"CREATE TEMPORARY TABLE {name} ({CORRECTIONS_COLUMNS}) WITH (\n{_with(options)}\n)"
+
+
 #: `application_name` of the jobs' PostgreSQL sessions (to find them in pg_stat_activity).
 JDBC_APPLICATION_NAME = "meterstream-flink"
 

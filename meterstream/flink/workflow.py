@@ -192,12 +192,15 @@ def define_workflow(
     source: str,
     sinks: SinkTables,
     time_zones: str | None = None,
+    corrections: str | None = None,
 ) -> StatementSet:
     """Add the workflow's views and inserts to `t_env`; return the statements to execute.
 
     `time_zones` names the PostgreSQL table of (account_id, time_zone) to bill accounts in;
-    without it every account is billed in UTC. `settings.flink.keyed_path` picks the keyed
-    operator or the SQL path.
+    without it every account is billed in UTC. `corrections` names a table of the corrections
+    topic (`tables.kafka_corrections_ddl`) whose voids and amends the keyed operator applies;
+    the SQL reference path does not (a recalculation applies them on both).
+    `settings.flink.keyed_path` picks the keyed operator or the SQL path.
     """
     statements = t_env.create_statement_set()
     if settings.flink.keyed_path == "sql":
@@ -225,7 +228,9 @@ def define_workflow(
         )
     else:
         t_env.execute_sql(RAW_RECORDS.format(source=source))
-        register_keyed_path(t_env, registry, settings, sinks, time_zones=time_zones)
+        register_keyed_path(
+            t_env, registry, settings, sinks, time_zones=time_zones, corrections=corrections
+        )
         statements.add_insert_sql(FIGURES.format(sink=sinks.usage_aggregates))
     t_env.execute_sql(VALIDATION_LOG)
     statements.add_insert_sql(LOG.format(sink=sinks.rejected_events))
@@ -300,8 +305,12 @@ def register_keyed_path(
     sinks: SinkTables,
     *,
     time_zones: str | None,
+    corrections: str | None = None,
 ) -> None:
-    """Register the keyed operator's views (`KeyedPath`, jvm/udf) over `raw_records`."""
+    """Register the keyed operator's views (`KeyedPath`, jvm/udf).
+
+    Over the view `raw_records` and the table `corrections` (voids and amends), if given.
+    """
     f, pg = settings.flink, settings.postgres
     day_ms = 24 * 3600 * 1000
     if time_zones and not IDENTIFIER.fullmatch(time_zones):
@@ -333,6 +342,7 @@ def register_keyed_path(
     arguments = [
         ("org.apache.flink.table.api.bridge.java.StreamTableEnvironment", t_env._j_tenv),  # noqa: SLF001
         ("java.lang.String", "raw_records"),
+        ("java.lang.String", corrections),
         ("java.lang.String", orjson.dumps(options).decode()),
     ]
     types, values = _java_arguments(gateway, loader, arguments)

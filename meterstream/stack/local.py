@@ -26,7 +26,8 @@ def up(settings: Settings, say: Callable[[str], None] = print) -> None:
     topics = settings.kafka.topics
     kafka.create_topics(settings, [topics.raw], config=kafka.RAW_TOPIC_CONFIG)
     kafka.create_topics(settings, [topics.rejected])
-    say(f"topics: {topics.raw}, {topics.rejected}")
+    kafka.create_topics(settings, [topics.corrections])
+    say(f"topics: {topics.raw}, {topics.rejected}, {topics.corrections}")
     say(
         "PostgreSQL: "
         + ("started" if postgres.start(settings) else "already running")

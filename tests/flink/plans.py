@@ -26,6 +26,7 @@ def _job(
     ensure_jars(settings)
     t_env = create_table_env(settings, job_name="plan-test", checkpoint_dir=workdir / "ckpt")
     t_env.execute_sql(tables.kafka_raw_events_ddl(settings))
+    t_env.execute_sql(tables.kafka_corrections_ddl(settings))
     t_env.execute_sql(tables.jdbc_usage_aggregates_ddl(settings))
     t_env.execute_sql(tables.jdbc_rejected_events_ddl(settings))
     t_env.execute_sql(tables.kafka_rejected_events_ddl(settings))
@@ -39,6 +40,7 @@ def _job(
         source="raw_events",
         sinks=tables.SinkTables(archive="archived_events" if archive else None),
         time_zones="account_time_zones",
+        corrections="corrections",
     )
     return t_env, statements
 
@@ -97,3 +99,8 @@ def upstream(graph: dict[int, dict[str, Any]], start: int) -> list[int]:
                 seen.append(parent)
                 todo.append(parent)
     return seen
+
+
+def downstream(graph: dict[int, dict[str, Any]], start: int) -> list[int]:
+    """Every node that reads from `start`, directly or not."""
+    return [node for node in graph if start in upstream(graph, node)]

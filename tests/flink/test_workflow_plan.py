@@ -41,8 +41,12 @@ def test_keyed_operator_path_keeps_each_partitions_order_from_the_source_to_the_
     # One exchange (by account) into the operator, and before it one chain from the source:
     # every node has one input, forwarded; nothing merges branches that could reorder records.
     operator = plans.node_id(graph, "dedup_and_figures")
-    ((route, strategy),) = graph[operator]["predecessors"]
-    assert strategy == "HASH"
+    route = plans.node_id(graph, "check_and_route")
+    corrections = plans.node_id(graph, "Source: corrections")
+    inputs = dict(graph[operator]["predecessors"])
+    assert inputs[route] == "HASH"
+    assert len(inputs) == 2  # and the corrections, keyed by account too  # noqa: PLR2004
+    assert inputs.keys() - {route} <= {corrections, *plans.downstream(graph, corrections)}
     chain = [route, *plans.upstream(graph, route)]
     for node in chain:
         assert [s for _, s in graph[node]["predecessors"]] in ([], ["FORWARD"])
@@ -54,6 +58,12 @@ def test_keyed_operator_path_writes_figures_late_events_and_archive_in_the_opera
     graph: dict[int, Any],
 ) -> None:
     operator = plans.node_id(graph, "dedup_and_figures")
+    # Figures are upserts and deletes keyed like the table: no state-keeping normalizer or
+    # materializer between the operator and PostgreSQL.
+    assert not any(
+        "ChangelogNormalize" in n["type"] or "UpsertMaterialize" in n["type"]
+        for n in graph.values()
+    )
     for sink in ("Sink: usage_aggregates", "Sink: late_events", "end: Writer"):
         node = plans.node_id(graph, sink)
         path = [node, *plans.upstream(graph, node)]

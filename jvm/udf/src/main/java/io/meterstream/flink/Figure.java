@@ -27,6 +27,8 @@ final class Figure {
   private static final byte FORMAT = 1;
 
   final Aggregation kind;
+  /** The figure's number within its account (its events' contributions name it). */
+  final int id;
   long count;
   long firstEventMs;
   long lastEventMs;
@@ -49,8 +51,9 @@ final class Figure {
     UNIQUE_COUNT
   }
 
-  Figure(Aggregation kind) {
+  Figure(Aggregation kind, int id) {
     this.kind = kind;
+    this.id = id;
   }
 
   /** Counts one deduplicated event; {@code newUnique}: a UNIQUE_COUNT value not seen before. */
@@ -128,6 +131,7 @@ final class Figure {
     try (DataOutputStream out = new DataOutputStream(bytes)) {
       out.writeByte(FORMAT);
       out.writeByte(kind.ordinal());
+      out.writeInt(id);
       out.writeLong(count);
       out.writeLong(firstEventMs);
       out.writeLong(lastEventMs);
@@ -155,7 +159,8 @@ final class Figure {
       if (format != FORMAT) {
         throw new IllegalStateException("a figure in state has unknown format " + format);
       }
-      Figure figure = new Figure(Aggregation.values()[in.readByte()]);
+      Aggregation kind = Aggregation.values()[in.readByte()];
+      Figure figure = new Figure(kind, in.readInt());
       figure.count = in.readLong();
       figure.firstEventMs = in.readLong();
       figure.lastEventMs = in.readLong();

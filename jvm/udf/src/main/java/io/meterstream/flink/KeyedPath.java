@@ -12,10 +12,15 @@ import org.apache.flink.api.java.functions.KeySelector;
 import org.apache.flink.streaming.api.datastream.DataStream;
 import org.apache.flink.streaming.api.datastream.SingleOutputStreamOperator;
 import org.apache.flink.table.api.DataTypes;
+import org.apache.flink.table.api.Schema;
+import org.apache.flink.table.connector.ChangelogMode;
+import org.apache.flink.table.data.GenericRowData;
 import org.apache.flink.table.api.Table;
 import org.apache.flink.table.api.bridge.java.StreamTableEnvironment;
 import org.apache.flink.table.data.RowData;
+import org.apache.flink.table.runtime.typeutils.ExternalTypeInfo;
 import org.apache.flink.table.runtime.typeutils.InternalTypeInfo;
+import org.apache.flink.types.Row;
 import org.apache.flink.table.types.DataType;
 import org.apache.flink.table.types.logical.RowType;
 import org.apache.flink.util.OutputTag;
@@ -85,13 +90,13 @@ public final class KeyedPath {
   static final int ARRIVED_AT = COLUMNS.indexOf("arrived_at");
   static final int TOO_LATE = COLUMNS.indexOf("too_late");
 
-  /** The figures' columns: those of the usage_aggregates sink table. */
+  /** The figures' columns: those of the usage_aggregates sink table, keyed by the first four. */
   static final DataType FIGURE_COLUMNS =
       DataTypes.ROW(
-          DataTypes.FIELD("account_id", DataTypes.STRING()),
-          DataTypes.FIELD("meter", DataTypes.STRING()),
-          DataTypes.FIELD("period_start", DataTypes.DATE()),
-          DataTypes.FIELD("dimensions", DataTypes.STRING()),
+          DataTypes.FIELD("account_id", DataTypes.STRING().notNull()),
+          DataTypes.FIELD("meter", DataTypes.STRING().notNull()),
+          DataTypes.FIELD("period_start", DataTypes.DATE().notNull()),
+          DataTypes.FIELD("dimensions", DataTypes.STRING().notNull()),
           DataTypes.FIELD("aggregation", DataTypes.STRING()),
           DataTypes.FIELD("quantity", DataTypes.DECIMAL(Figure.PRECISION, Figure.SCALE)),
           DataTypes.FIELD("event_count", DataTypes.BIGINT()),
@@ -102,7 +107,9 @@ public final class KeyedPath {
   private KeyedPath() {}
 
   /**
-   * Registers the views above for the records of {@code rawView} ({@link #RAW_COLUMNS}).
+   * Registers the views above for the records of {@code rawView} ({@link #RAW_COLUMNS}) and the
+   * corrections of {@code correctionsView} ((account_id, payload): the corrections topic's key and
+   * value), or none when it is null.
    *
    * @param optionsJson what the job decides, from its settings (meterstream/flink/workflow.py):
    *     {@code meters} (the Python rules' registry), {@code spec} (the fast path's rules, or
@@ -112,7 +119,8 @@ public final class KeyedPath {
    *     {@code dedup_ttl_ms}, {@code figure_ttl_ms}, {@code flush_interval_ms},
    *     {@code flush_size}, {@code archive} and {@code late} (whether to emit those views).
    */
-  public static void register(StreamTableEnvironment tEnv, String rawView, String optionsJson)
+  public static void register(
+      StreamTableEnvironment tEnv, String rawView, String correctionsView, String optionsJson)
       throws IOException {
     JsonNode options = new ObjectMapper().readTree(optionsJson);
     Table input = tEnv.from(rawView);
@@ -158,14 +166,27 @@ public final class KeyedPath {
     DataStream<RowData> raw = tEnv.toDataStream(input, type);
     SingleOutputStreamOperator<RowData> accepted =
         raw.process(checkAndRoute, rows).name("check_and_route").uid("check_and_route");
-    InternalTypeInfo<RowData> figureInfo =
-        InternalTypeInfo.of((RowType) FIGURE_COLUMNS.getLogicalType());
-    SingleOutputStreamOperator<RowData> figures =
+    InternalTypeInfo<RowData> correctionRows =
+        InternalTypeInfo.of((RowType) CORRECTION_COLUMNS.getLogicalType());
+    DataStream<RowData> corrections =
+        correctionsView == null
+            ? raw.getExecutionEnvironment()
+                .fromData(correctionRows, new GenericRowData(2))
+                .uid("no_corrections")
+                .filter(r -> false)
+                .returns(correctionRows)
+                .uid("no_corrections_filter")
+            : tEnv.toDataStream(
+                tEnv.from(correctionsView),
+                CORRECTION_COLUMNS.bridgedTo(RowData.class));
+    ExternalTypeInfo<Row> figureRows = ExternalTypeInfo.of(FIGURE_COLUMNS);
+    SingleOutputStreamOperator<Row> figures =
         accepted
-            .keyBy(new AccountKey(), Types.STRING)
+            .connect(corrections)
+            .keyBy(new AccountKey(), new CorrectionAccount(), Types.STRING)
             .transform(
                 "dedup_and_figures",
-                figureInfo,
+                figureRows,
                 new DedupAndFigures(
                     kinds,
                     options.get("dedup_ttl_ms").longValue(),
@@ -178,13 +199,38 @@ public final class KeyedPath {
             .uid("dedup_and_figures");
 
     tEnv.createTemporaryView("check_log", accepted.getSideOutput(logTag));
-    tEnv.createTemporaryView("figure_updates", figures);
+    // Upserts and deletes (a figure whose events were all voided), keyed like usage_aggregates.
+    tEnv.createTemporaryView(
+        "figure_updates",
+        tEnv.fromChangelogStream(
+            figures,
+            Schema.newBuilder()
+                .fromRowDataType(FIGURE_COLUMNS)
+                .primaryKey("account_id", "meter", "period_start", "dimensions")
+                .build(),
+            ChangelogMode.all()));
     tEnv.createTemporaryView("duplicate_conflicts", figures.getSideOutput(conflictTag));
     if (lateTag != null) {
       tEnv.createTemporaryView("late_first_arrivals", figures.getSideOutput(lateTag));
     }
     if (archiveTag != null) {
       tEnv.createTemporaryView("archive_rows", figures.getSideOutput(archiveTag));
+    }
+  }
+
+  /** The corrections topic's records: the key (an account) and the value (JSON). */
+  static final DataType CORRECTION_COLUMNS =
+      DataTypes.ROW(
+          DataTypes.FIELD("account_id", DataTypes.STRING()),
+          DataTypes.FIELD("payload", DataTypes.STRING()));
+
+  /** The account of a correction. */
+  static final class CorrectionAccount implements KeySelector<RowData, String> {
+    private static final long serialVersionUID = 1L;
+
+    @Override
+    public String getKey(RowData row) {
+      return row.getString(0).toString();
     }
   }
 
