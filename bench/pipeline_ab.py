@@ -265,6 +265,8 @@ def main() -> None:
     print("read over time:", [(round(t), n) for t, n, _ in figures.samples[::25]])
     for name, cores in figures.cpu_threads[:8]:
         print(f"  {cores:4.2f} cores  {name[:100]}")
+    cpu = ", ".join(f"{name} {us:.1f}" for name, us in pipeline.cpu_per_record(figures).items())
+    print(f"CPU per record (us): {cpu}")
     if not figures.time_boxed:
         counted, logged = pipeline.outputs(settings, prefix, f"{prefix}-raw")
         print(
