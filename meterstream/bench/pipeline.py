@@ -129,11 +129,12 @@ def measure(run: JobRun, job: str, parallelism: int, records: int) -> Throughput
         cpu_threads = cpu_by_thread(
             run.cpu_first.threads, run.cpu_last.threads, run.thread_names, window
         )
+        # A process absent from the first snapshot started after it (a new PostgreSQL
+        # connection, say): all its CPU is in the window.
         cpu_services = {
             name: sum(
-                cpu - before
+                cpu - run.cpu_first.services.get(name, {}).get(pid, 0.0)
                 for pid, cpu in pids.items()
-                if (before := run.cpu_first.services.get(name, {}).get(pid)) is not None
             )
             / window
             for name, pids in run.cpu_last.services.items()
@@ -169,7 +170,7 @@ def cpu_per_record(figures: Throughput) -> dict[str, float]:
     if not figures.records or not figures.cpu_window_s:
         return {}
     per = figures.cpu_window_s * 1e6 / figures.records
-    out = {"job": sum(cores for _, cores in figures.cpu_threads) * per}
+    out = {"job threads": sum(cores for _, cores in figures.cpu_threads) * per}
     out.update({name: cores * per for name, cores in figures.cpu_services.items()})
     if figures.machine_busy_cores is not None:
         out["machine"] = figures.machine_busy_cores * per
