@@ -1,6 +1,8 @@
-// The Node client's own behaviour beyond the shared vectors: the timer, TLS with a private CA.
+// The Node client's own behaviour beyond the shared vectors: the timer, TLS with a private CA,
+// the webhook check's default clock.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { createServer } from "node:https";
 import type { AddressInfo } from "node:net";
@@ -15,7 +17,9 @@ import {
   PermissionDeniedError,
   RetriesExhaustedError,
   VERSION,
+  WebhookVerificationError,
   makeEvent,
+  verifyWebhook,
 } from "../src/index.js";
 
 function acceptAll(body: string): Response {
@@ -130,5 +134,23 @@ describe("TLS", () => {
       server.close();
       server.closeAllConnections();
     }
+  });
+});
+
+describe("verifyWebhook", () => {
+  it("checks the timestamp against the clock when no `now` is given", () => {
+    const secret = `whsec_${Buffer.alloc(32, 7).toString("base64")}`;
+    const body = JSON.stringify({ specversion: "1.0", id: "n-1", source: "/meterstream/alerts", type: "io.meterstream.endpoint.test" });
+    const signed = (seconds: number) => {
+      const mac = createHmac("sha256", Buffer.alloc(32, 7)).update(`n-1.${seconds}.${body}`).digest("base64");
+      return { "webhook-id": "n-1", "webhook-timestamp": String(seconds), "webhook-signature": `v1,${mac}` };
+    };
+    const now = Math.floor(Date.now() / 1000);
+
+    assert.equal(verifyWebhook(body, signed(now), secret).id, "n-1");
+    assert.throws(
+      () => verifyWebhook(body, signed(now - 3600), secret),
+      (error: unknown) => error instanceof WebhookVerificationError && error.code === "TIMESTAMP_TOO_OLD",
+    );
   });
 });
