@@ -515,6 +515,13 @@ def cases() -> list[dict[str, Any]]:
             differs="the library raises JSONDecodeError",
         ),
         case(
+            "a signed body with text after its JSON object",
+            body=THRESHOLD + b" {}",
+            hdrs=headers([SECRET], MSG_ID, NOW, THRESHOLD + b" {}"),
+            expect=error("INVALID_BODY"),
+            differs="the library raises JSONDecodeError",
+        ),
+        case(
             "a signed JSON array",
             body=b"[" + THRESHOLD + b"]",
             hdrs=headers([SECRET], MSG_ID, NOW, b"[" + THRESHOLD + b"]"),
