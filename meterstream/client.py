@@ -11,8 +11,11 @@ An event gets its id when it is made, and a batch is encoded once: a retry after
 429 or a 503 sends exactly the same bytes, so the pipeline's dedup by (account, id) makes the
 retry safe even when the first attempt did reach Kafka.
 
+`verify_webhook(body, headers, secret)` checks a webhook of the alerts service (its Standard
+Webhooks signature and timestamp) and returns its CloudEvent.
+
 The SDKs in clients/ (Node.js, Go, Java) follow the same rules; clients/vectors/ holds the
-requests, answers and retry scenarios that this client's tests and theirs replay.
+requests, answers, retry scenarios and webhook cases that this client's tests and theirs replay.
 """
 
 from __future__ import annotations
