@@ -32,8 +32,8 @@ const (
 	WebhookInvalidTimestamp    WebhookErrorCode = "INVALID_TIMESTAMP"
 	WebhookTimestampTooOld     WebhookErrorCode = "TIMESTAMP_TOO_OLD"
 	WebhookTimestampTooNew     WebhookErrorCode = "TIMESTAMP_TOO_NEW"
-	WebhookInvalidBody         WebhookErrorCode = "INVALID_BODY"
 	WebhookNoMatchingSignature WebhookErrorCode = "NO_MATCHING_SIGNATURE"
+	WebhookInvalidBody         WebhookErrorCode = "INVALID_BODY"
 )
 
 // ErrWebhookVerification is what every *WebhookError unwraps to (test with errors.Is).

@@ -51,8 +51,11 @@ CODES = {
     "INVALID_TIMESTAMP": "webhook-timestamp is not whole seconds (1 to 15 ASCII digits)",
     "TIMESTAMP_TOO_OLD": "webhook-timestamp is more than the tolerance before now",
     "TIMESTAMP_TOO_NEW": "webhook-timestamp is more than the tolerance after now",
-    "INVALID_BODY": "the body is not UTF-8, not JSON, or not a CloudEvents 1.0 JSON object",
     "NO_MATCHING_SIGNATURE": "no `v1,` signature of the header is the body's under the secret",
+    "INVALID_BODY": (
+        "the body is not UTF-8 (checked before the signature), not JSON, or not a "
+        "CloudEvents 1.0 JSON object"
+    ),
 }
 
 ORDER = (

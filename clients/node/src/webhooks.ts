@@ -16,8 +16,8 @@ export type WebhookErrorCode =
   | "INVALID_TIMESTAMP"
   | "TIMESTAMP_TOO_OLD"
   | "TIMESTAMP_TOO_NEW"
-  | "INVALID_BODY"
-  | "NO_MATCHING_SIGNATURE";
+  | "NO_MATCHING_SIGNATURE"
+  | "INVALID_BODY";
 
 /** A webhook failed verification: `code` says why, `detail` how. Answer it with a 4xx. */
 export class WebhookVerificationError extends MeterstreamError {

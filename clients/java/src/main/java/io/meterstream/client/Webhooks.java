@@ -39,8 +39,8 @@ public final class Webhooks {
   public static final String INVALID_TIMESTAMP = "INVALID_TIMESTAMP";
   public static final String TIMESTAMP_TOO_OLD = "TIMESTAMP_TOO_OLD";
   public static final String TIMESTAMP_TOO_NEW = "TIMESTAMP_TOO_NEW";
-  public static final String INVALID_BODY = "INVALID_BODY";
   public static final String NO_MATCHING_SIGNATURE = "NO_MATCHING_SIGNATURE";
+  public static final String INVALID_BODY = "INVALID_BODY";
 
   private static final String PREFIX = "whsec_";
   private static final Pattern BASE64 =
