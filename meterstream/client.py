@@ -11,21 +11,27 @@ An event gets its id when it is made, and a batch is encoded once: a retry after
 429 or a 503 sends exactly the same bytes, so the pipeline's dedup by (account, id) makes the
 retry safe even when the first attempt did reach Kafka.
 
+`verify_webhook(body, headers, secret)` checks a webhook of the alerts service (its Standard
+Webhooks signature and timestamp) and returns its CloudEvent.
+
 The SDKs in clients/ (Node.js, Go, Java) follow the same rules; clients/vectors/ holds the
-requests, answers and retry scenarios that this client's tests and theirs replay.
+requests, answers, retry scenarios and webhook cases that this client's tests and theirs replay.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import random
+import re
 import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn
@@ -33,6 +39,7 @@ from typing import Any, NoReturn
 import httpx
 
 from meterstream import __version__
+from meterstream.alerts.signing import signed_headers
 from meterstream.errors import MeterstreamError
 
 BATCH_TYPE = "application/cloudevents-batch+json"
@@ -521,3 +528,133 @@ def _json(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return None
+
+
+# --- receiving alerts: webhook signatures ----------------------------------------------------
+
+#: How far a webhook's timestamp may be from now (the Standard Webhooks default), in seconds.
+WEBHOOK_TOLERANCE_S = 300.0
+_SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix of every secret, not one
+#: Standard base64, padded or not (what the reference library decodes, without its leniency).
+_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?")
+_SECONDS = re.compile(r"[0-9]{1,15}")
+_WEBHOOK_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+
+
+class WebhookErrorCode(StrEnum):
+    """Why a webhook was refused (clients/vectors/webhooks.json, the same in every SDK)."""
+
+    INVALID_SECRET = "INVALID_SECRET"  # noqa: S105 - a reason code
+    MISSING_HEADER = "MISSING_HEADER"
+    INVALID_TIMESTAMP = "INVALID_TIMESTAMP"
+    TIMESTAMP_TOO_OLD = "TIMESTAMP_TOO_OLD"
+    TIMESTAMP_TOO_NEW = "TIMESTAMP_TOO_NEW"
+    NO_MATCHING_SIGNATURE = "NO_MATCHING_SIGNATURE"
+    INVALID_BODY = "INVALID_BODY"
+
+
+class WebhookVerificationError(ClientError):
+    """A webhook failed verification: `code` (a `WebhookErrorCode`) says why, `detail` how."""
+
+    def __init__(self, code: WebhookErrorCode, detail: str) -> None:
+        super().__init__(
+            f"webhook refused: {code}: {detail}", None, {"error": code, "detail": detail}
+        )
+
+
+def _refuse_webhook(code: WebhookErrorCode, detail: str) -> NoReturn:
+    raise WebhookVerificationError(code, detail)
+
+
+def verify_webhook(
+    body: bytes | str,
+    headers: Mapping[str, str],
+    secret: str,
+    *,
+    now: datetime | None = None,
+    tolerance_s: float = WEBHOOK_TOLERANCE_S,
+) -> dict[str, Any]:
+    """Check a webhook of the alerts service and return its CloudEvent.
+
+    The Standard Webhooks scheme: `webhook-signature` must hold a `v1,` signature of
+    `<webhook-id>.<webhook-timestamp>.<body>` under the endpoint's `whsec_` secret (any of them
+    during a rotation), and the timestamp must be within `tolerance_s` of `now`, which stops
+    replays. The HMAC is the reference library's (through `meterstream.alerts.signing`);
+    signatures are compared in constant time.
+
+    Args:
+        body: the request's body exactly as received (bytes; a str is taken as its UTF-8).
+        headers: the request's headers (any case of their names).
+        secret: the endpoint's secret, `whsec_<base64>`.
+        now: the time to check the timestamp against (default: the clock).
+        tolerance_s: how far the timestamp may be from `now`.
+
+    Returns:
+        The CloudEvent, as a dict (`id`, `type`, `subject`, `data`, ...).
+
+    Raises:
+        WebhookVerificationError: with the `WebhookErrorCode` of the first check that failed.
+    """
+    key = secret.removeprefix(_SECRET_PREFIX)
+    if not key or not _BASE64.fullmatch(key):
+        _refuse_webhook(
+            WebhookErrorCode.INVALID_SECRET, "expected whsec_ and the standard base64 of a key"
+        )
+    lower = {name.lower(): value for name, value in reversed(list(headers.items()))}
+    values = [lower.get(name, "") for name in _WEBHOOK_HEADERS]
+    missing = [name for name, value in zip(_WEBHOOK_HEADERS, values, strict=True) if not value]
+    if missing:
+        _refuse_webhook(WebhookErrorCode.MISSING_HEADER, f"missing or empty: {', '.join(missing)}")
+    msg_id, stamp, signatures = values
+    if not _SECONDS.fullmatch(stamp):
+        _refuse_webhook(WebhookErrorCode.INVALID_TIMESTAMP, f"not whole seconds: {stamp[:40]!r}")
+    seconds = int(stamp)
+    current = (now or datetime.now(UTC)).timestamp()
+    if seconds < current - tolerance_s:
+        _refuse_webhook(
+            WebhookErrorCode.TIMESTAMP_TOO_OLD, f"{seconds} is over {tolerance_s:g} s before now"
+        )
+    if seconds > current + tolerance_s:
+        _refuse_webhook(
+            WebhookErrorCode.TIMESTAMP_TOO_NEW, f"{seconds} is over {tolerance_s:g} s after now"
+        )
+    raw = body.encode() if isinstance(body, str) else bytes(body)
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        _refuse_webhook(WebhookErrorCode.INVALID_BODY, "the body is not UTF-8")
+    expected = signed_headers([secret], msg_id, seconds, raw)["webhook-signature"].encode()
+    if not any(
+        hmac.compare_digest(entry.encode(), expected)
+        for entry in signatures.split(" ")
+        if entry.startswith("v1,")
+    ):
+        _refuse_webhook(
+            WebhookErrorCode.NO_MATCHING_SIGNATURE, "no v1 signature of this body and secret"
+        )
+    return _cloud_event(text)
+
+
+def _cloud_event(text: str) -> dict[str, Any]:
+    """The CloudEvents 1.0 JSON object of a verified body."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        _refuse_webhook(WebhookErrorCode.INVALID_BODY, "not JSON")
+    if not isinstance(doc, dict):
+        _refuse_webhook(WebhookErrorCode.INVALID_BODY, "not a JSON object")
+    if doc.get("specversion") != "1.0":
+        _refuse_webhook(WebhookErrorCode.INVALID_BODY, "specversion is not '1.0'")
+    for name in ("id", "source", "type"):
+        if not isinstance(doc.get(name), str) or not doc[name]:
+            _refuse_webhook(WebhookErrorCode.INVALID_BODY, f"{name} is not a non-empty string")
+    kinds: dict[str, tuple[type, ...]] = {
+        "subject": (str, type(None)),
+        "time": (str,),
+        "datacontenttype": (str,),
+        "data": (dict, type(None)),
+    }
+    for name, allowed in kinds.items():
+        if name in doc and not isinstance(doc[name], allowed):
+            _refuse_webhook(WebhookErrorCode.INVALID_BODY, f"{name} has the wrong type")
+    return doc

@@ -1,15 +1,22 @@
 package meterstream_test
 
-// The Go client's own behaviour beyond the shared vectors: the timer, TLS, contexts.
+// The Go client's own behaviour beyond the shared vectors: the timer, TLS, contexts, the
+// webhook check's default clock.
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -175,5 +182,30 @@ func TestSizeFlushBeforeTheTimerLeavesNothingToWaitFor(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("Close waited for a timer that was stopped")
+	}
+}
+
+func TestVerifyWebhookChecksTheClockWhenNoNowIsGiven(t *testing.T) {
+	key := bytes.Repeat([]byte{7}, 32)
+	secret := "whsec_" + base64.StdEncoding.EncodeToString(key)
+	body := []byte(`{"specversion":"1.0","id":"n-1","source":"/meterstream/alerts","type":"io.meterstream.endpoint.test"}`)
+	signed := func(seconds int64) http.Header {
+		mac := hmac.New(sha256.New, key)
+		fmt.Fprintf(mac, "n-1.%d.%s", seconds, body)
+		header := http.Header{}
+		header.Set("webhook-id", "n-1")
+		header.Set("webhook-timestamp", strconv.FormatInt(seconds, 10))
+		header.Set("webhook-signature", "v1,"+base64.StdEncoding.EncodeToString(mac.Sum(nil)))
+		return header
+	}
+	now := time.Now().Unix()
+
+	if event, err := meterstream.VerifyWebhook(body, signed(now), secret, meterstream.WebhookOptions{}); err != nil || event.ID != "n-1" {
+		t.Fatalf("event %v, error %v", event, err)
+	}
+	_, err := meterstream.VerifyWebhook(body, signed(now-3600), secret, meterstream.WebhookOptions{})
+	var refused *meterstream.WebhookError
+	if !errors.As(err, &refused) || refused.Code != meterstream.WebhookTimestampTooOld {
+		t.Fatalf("error %v, want TIMESTAMP_TOO_OLD", err)
 	}
 }

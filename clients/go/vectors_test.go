@@ -5,6 +5,7 @@ package meterstream_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -506,6 +507,73 @@ func TestUploadVectors(t *testing.T) {
 			}
 			if len(r.exchanges) != 0 {
 				t.Fatalf("%d exchanges never asked for", len(r.exchanges))
+			}
+		})
+	}
+}
+
+type webhookCase struct {
+	Name       string            `json:"name"`
+	Secret     string            `json:"secret"`
+	Now        int64             `json:"now"`
+	ToleranceS *float64          `json:"tolerance_s"`
+	Headers    map[string]string `json:"headers"`
+	Body       *string           `json:"body"`
+	BodyBase64 *string           `json:"body_base64"`
+	Expect     struct {
+		Event *json.RawMessage `json:"event"`
+		Error string           `json:"error"`
+	} `json:"expect"`
+}
+
+func TestWebhookVectors(t *testing.T) {
+	var doc struct {
+		Cases []webhookCase `json:"cases"`
+	}
+	load(t, "webhooks.json", &doc)
+	for _, c := range doc.Cases {
+		c := c
+		t.Run(c.Name, func(t *testing.T) {
+			var body []byte
+			if c.BodyBase64 != nil {
+				var err error
+				if body, err = base64.StdEncoding.DecodeString(*c.BodyBase64); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				body = []byte(*c.Body)
+			}
+			header := http.Header{}
+			for name, value := range c.Headers {
+				header.Set(name, value)
+			}
+			options := meterstream.WebhookOptions{Now: time.Unix(c.Now, 0)}
+			if c.ToleranceS != nil {
+				options.Tolerance = time.Duration(*c.ToleranceS * float64(time.Second))
+			}
+			event, err := meterstream.VerifyWebhook(body, header, c.Secret, options)
+			if c.Expect.Event != nil {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				// The struct leaves out what is null or empty; so does the comparison.
+				want := normal(t, *c.Expect.Event).(map[string]any)
+				for name, value := range want {
+					if value == nil {
+						delete(want, name)
+					}
+				}
+				if got := normal(t, asJSON(t, event)); !reflect.DeepEqual(got, want) {
+					t.Fatalf("event\n got %v\nwant %v", got, want)
+				}
+				return
+			}
+			var refused *meterstream.WebhookError
+			if !errors.As(err, &refused) || !errors.Is(err, meterstream.ErrWebhookVerification) {
+				t.Fatalf("error %T %v, want a *WebhookError", err, err)
+			}
+			if string(refused.Code) != c.Expect.Error || refused.Detail == "" {
+				t.Fatalf("code %s (%s), want %s", refused.Code, refused.Detail, c.Expect.Error)
 			}
 		})
 	}

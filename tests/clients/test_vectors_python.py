@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -15,7 +18,9 @@ import httpx
 import pytest
 
 from meterstream import client as ms
+from meterstream.alerts.signing import signed_headers
 from meterstream.client import BatchResult, MeterstreamClient, make_event
+from tests.clients import webhook_vectors
 
 VECTORS = Path(__file__).resolve().parents[2] / "clients" / "vectors"
 UA = re.compile(r"^meterstream-python/\d+\.\d+\.\d+")
@@ -246,6 +251,54 @@ def test_upload_matches_vector(
         assert list(progress[-1]) == expect["progress_last"]
         assert slept == pytest.approx(expect["sleeps_s"])
     replay.done()
+
+
+# --- webhooks --------------------------------------------------------------------------------
+
+
+def webhook_body(case: dict[str, Any]) -> bytes:
+    if "body_base64" in case:
+        return base64.b64decode(case["body_base64"])
+    return case["body"].encode()
+
+
+@pytest.mark.parametrize("case", load("webhooks.json")["cases"], ids=lambda c: c["name"])
+def test_verify_webhook_matches_vector(case: dict[str, Any]) -> None:
+    kwargs: dict[str, Any] = {"now": datetime.fromtimestamp(case["now"], UTC)}
+    if "tolerance_s" in case:
+        kwargs["tolerance_s"] = case["tolerance_s"]
+    verify = partial(
+        ms.verify_webhook, webhook_body(case), case["headers"], case["secret"], **kwargs
+    )
+
+    if "event" in case["expect"]:
+        assert verify() == case["expect"]["event"]
+    else:
+        with pytest.raises(ms.WebhookVerificationError) as info:
+            verify()
+        assert info.value.code == case["expect"]["error"]
+        assert info.value.status is None
+        assert info.value.detail
+
+
+def test_webhook_vectors_are_what_the_reference_library_makes() -> None:
+    assert (VECTORS / "webhooks.json").read_text() == webhook_vectors.render(), (
+        "clients/vectors/webhooks.json is stale: run `.venv/bin/python -m "
+        "tests.clients.webhook_vectors` and commit it"
+    )
+
+
+def test_verify_webhook_reads_the_clock_by_default() -> None:
+    doc = load("webhooks.json")
+    fresh = next(c for c in doc["cases"] if c["name"].startswith("a threshold notification"))
+    body, secret, msg_id = fresh["body"].encode(), fresh["secret"], fresh["headers"]["webhook-id"]
+    now = int(time.time())
+
+    event = ms.verify_webhook(body, signed_headers([secret], msg_id, now, body), secret)
+    assert event == fresh["expect"]["event"]
+    with pytest.raises(ms.WebhookVerificationError) as info:
+        ms.verify_webhook(body, signed_headers([secret], msg_id, now - 3600, body), secret)
+    assert info.value.code == ms.WebhookErrorCode.TIMESTAMP_TOO_OLD
 
 
 # --- the Python client's own behaviour beyond the vectors ------------------------------------

@@ -1,4 +1,4 @@
-/** @meterstream/client: usage events in, usage totals and rejections out. */
+/** @meterstream/client: usage events in, usage totals and rejections out, alerts verified. */
 export {
   MAX_BATCH_BYTES,
   MAX_BATCH_EVENTS,
@@ -25,4 +25,13 @@ export {
   UnprocessableError,
 } from "./errors.js";
 export { makeEvent, type CloudEvent, type EventOptions } from "./event.js";
+export {
+  WEBHOOK_TOLERANCE_MS,
+  WebhookVerificationError,
+  verifyWebhook,
+  type VerifyOptions,
+  type WebhookErrorCode,
+  type WebhookEvent,
+  type WebhookHeaders,
+} from "./webhooks.js";
 export { fetchWithCa, type FetchLike, type HttpRequest, type HttpResponse } from "./transport.js";

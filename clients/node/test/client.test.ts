@@ -1,7 +1,10 @@
-// The Node client's own behaviour beyond the shared vectors: the timer, TLS with a private CA.
+// The Node client's own behaviour beyond the shared vectors: the timer, TLS with a private CA,
+// the webhook check's default clock.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { mkdtempSync, readFileSync } from "node:fs";
+import { createServer as createHttpServer } from "node:http";
 import { createServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -15,7 +18,9 @@ import {
   PermissionDeniedError,
   RetriesExhaustedError,
   VERSION,
+  WebhookVerificationError,
   makeEvent,
+  verifyWebhook,
 } from "../src/index.js";
 
 function acceptAll(body: string): Response {
@@ -132,3 +137,57 @@ describe("TLS", () => {
     }
   });
 });
+
+describe("verifyWebhook", () => {
+  it("checks the timestamp against the clock when no `now` is given", () => {
+    const secret = `whsec_${Buffer.alloc(32, 7).toString("base64")}`;
+    const now = Math.floor(Date.now() / 1000);
+
+    assert.equal(verifyWebhook(TEST_EVENT, signed(now), secret).id, "n-1");
+    assert.throws(
+      () => verifyWebhook(TEST_EVENT, signed(now - 3600), secret),
+      (error: unknown) => error instanceof WebhookVerificationError && error.code === "TIMESTAMP_TOO_OLD",
+    );
+  });
+
+  it("takes node:http's req.headers and raw body as they come", async () => {
+    const secret = `whsec_${Buffer.alloc(32, 7).toString("base64")}`;
+    const outcomes: string[] = [];
+    const server = createHttpServer(async (req, res) => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of req) chunks.push(chunk as Buffer);
+      try {
+        outcomes.push(verifyWebhook(Buffer.concat(chunks), req.headers, secret).type);
+        res.writeHead(204).end();
+      } catch (error) {
+        if (!(error instanceof WebhookVerificationError)) throw error;
+        outcomes.push(error.code);
+        res.writeHead(401).end();
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`;
+    try {
+      const now = Math.floor(Date.now() / 1000);
+      const good = await fetch(url, { method: "POST", headers: signed(now), body: TEST_EVENT });
+      const bad = await fetch(url, { method: "POST", headers: signed(now), body: `${TEST_EVENT} ` });
+      assert.deepEqual([good.status, bad.status], [204, 401]);
+      assert.deepEqual(outcomes, ["io.meterstream.endpoint.test", "NO_MATCHING_SIGNATURE"]);
+    } finally {
+      server.close();
+    }
+  });
+});
+
+const TEST_EVENT = JSON.stringify({
+  specversion: "1.0",
+  id: "n-1",
+  source: "/meterstream/alerts",
+  type: "io.meterstream.endpoint.test",
+});
+
+/** Headers signed by this test itself (the vectors' are made by the reference library). */
+function signed(seconds: number): Record<string, string> {
+  const mac = createHmac("sha256", Buffer.alloc(32, 7)).update(`n-1.${seconds}.${TEST_EVENT}`).digest("base64");
+  return { "webhook-id": "n-1", "webhook-timestamp": String(seconds), "webhook-signature": `v1,${mac}` };
+}

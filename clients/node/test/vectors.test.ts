@@ -15,7 +15,9 @@ import {
   PermissionDeniedError,
   RetriesExhaustedError,
   UnprocessableError,
+  WebhookVerificationError,
   makeEvent,
+  verifyWebhook,
   type CloudEvent,
   type FetchLike,
 } from "../src/index.js";
@@ -263,6 +265,33 @@ describe("uploads.json", () => {
         near(slept, scenario.expect.sleeps_s);
       }
       fake.done();
+    });
+  }
+});
+
+describe("webhooks.json", () => {
+  const doc = load("webhooks.json");
+  for (const c of doc.cases) {
+    it(c.name, () => {
+      const body = "body_base64" in c ? Buffer.from(c.body_base64, "base64") : Buffer.from(c.body, "utf8");
+      const options = {
+        now: new Date(c.now * 1000),
+        ...("tolerance_s" in c ? { toleranceMs: c.tolerance_s * 1000 } : {}),
+      };
+      const verify = () => verifyWebhook(body, c.headers, c.secret, options);
+      if ("event" in c.expect) {
+        assert.deepEqual(verify(), c.expect.event);
+        if (!("body_base64" in c)) assert.deepEqual(verifyWebhook(c.body, new Headers(c.headers), c.secret, options), c.expect.event);
+      } else {
+        assert.throws(verify, (error: unknown) => {
+          assert.ok(error instanceof WebhookVerificationError);
+          assert.ok(error instanceof MeterstreamError);
+          assert.equal(error.code, c.expect.error);
+          assert.equal(error.status, undefined);
+          assert.ok(error.detail);
+          return true;
+        });
+      }
     });
   }
 });

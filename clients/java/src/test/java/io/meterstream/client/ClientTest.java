@@ -30,7 +30,10 @@ import javax.net.ssl.SSLContext;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-/** The Java client's own behaviour beyond the shared vectors: the timer, TLS with a private CA. */
+/**
+ * The Java client's own behaviour beyond the shared vectors: the timer, TLS with a private CA, the
+ * webhook check's default clock.
+ */
 class ClientTest {
   static final ObjectMapper MAPPER = new ObjectMapper();
 
@@ -159,5 +162,28 @@ class ClientTest {
     Process process = new ProcessBuilder(command).redirectErrorStream(true).start();
     process.getInputStream().readAllBytes();
     assertEquals(0, process.waitFor(), String.join(" ", command));
+  }
+
+  @Test
+  void verifyWebhookChecksTheClockWhenNoNowIsGiven() throws Exception {
+    byte[] key = new byte[32];
+    java.util.Arrays.fill(key, (byte) 7);
+    String secret = "whsec_" + java.util.Base64.getEncoder().encodeToString(key);
+    String body =
+        "{\"specversion\":\"1.0\",\"id\":\"n-1\",\"source\":\"/meterstream/alerts\","
+            + "\"type\":\"io.meterstream.endpoint.test\"}";
+    javax.crypto.Mac mac = javax.crypto.Mac.getInstance("HmacSHA256");
+    mac.init(new javax.crypto.spec.SecretKeySpec(key, "HmacSHA256"));
+    long now = java.time.Instant.now().getEpochSecond();
+    java.util.function.LongFunction<Map<String, String>> signed = seconds -> Map.of(
+        "webhook-id", "n-1",
+        "webhook-timestamp", Long.toString(seconds),
+        "webhook-signature", "v1," + java.util.Base64.getEncoder().encodeToString(
+            mac.doFinal(("n-1." + seconds + "." + body).getBytes(StandardCharsets.UTF_8))));
+
+    assertEquals("n-1", Webhooks.verify(body, signed.apply(now), secret).id());
+    WebhookVerificationException old = assertThrows(
+        WebhookVerificationException.class, () -> Webhooks.verify(body, signed.apply(now - 3600), secret));
+    assertEquals(Webhooks.TIMESTAMP_TOO_OLD, old.code());
   }
 }

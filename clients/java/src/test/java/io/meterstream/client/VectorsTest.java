@@ -338,4 +338,47 @@ class VectorsTest {
       replay.done();
     });
   }
+
+  @TestFactory
+  Stream<DynamicTest> webhooks() throws IOException {
+    JsonNode doc = load("webhooks.json");
+    return StreamSupport.stream(doc.get("cases").spliterator(), false)
+        .map(c -> DynamicTest.dynamicTest(c.get("name").asText(), () -> {
+          byte[] body = c.has("body_base64")
+              ? java.util.Base64.getDecoder().decode(c.get("body_base64").asText())
+              : c.get("body").asText().getBytes(StandardCharsets.UTF_8);
+          Map<String, Object> headers = new LinkedHashMap<>();
+          c.get("headers").fields().forEachRemaining(e -> headers.put(e.getKey(), e.getValue().asText()));
+          java.time.Duration tolerance = c.has("tolerance_s")
+              ? seconds(c.get("tolerance_s"))
+              : Webhooks.DEFAULT_TOLERANCE;
+          Executable verify = () -> Webhooks.verify(
+              body, headers, c.get("secret").asText(), Instant.ofEpochSecond(c.get("now").asLong()), tolerance);
+          JsonNode expect = c.get("expect");
+          if (expect.has("event")) {
+            WebhookEvent event = Webhooks.verify(
+                body, headers, c.get("secret").asText(), Instant.ofEpochSecond(c.get("now").asLong()), tolerance);
+            assertEquals(withoutNulls(expect.get("event")), withoutNulls(tree(event)));
+            // The same with each header as a list of values (com.sun.net.httpserver, Spring).
+            Map<String, Object> lists = new LinkedHashMap<>();
+            headers.forEach((k, v) -> lists.put(k, List.of(v)));
+            assertEquals(event, Webhooks.verify(
+                body, lists, c.get("secret").asText(), Instant.ofEpochSecond(c.get("now").asLong()), tolerance));
+          } else {
+            WebhookVerificationException error = assertThrows(WebhookVerificationException.class, verify);
+            assertEquals(expect.get("error").asText(), error.code());
+            assertEquals(null, error.status());
+            assertNotNull(error.detail());
+          }
+        }));
+  }
+
+  /** The event's top-level attributes that are not null (the record has every one). */
+  static JsonNode withoutNulls(JsonNode event) {
+    ObjectNode copy = event.deepCopy();
+    List<String> nulls = new ArrayList<>();
+    copy.fields().forEachRemaining(e -> { if (e.getValue().isNull()) nulls.add(e.getKey()); });
+    copy.remove(nulls);
+    return copy;
+  }
 }
