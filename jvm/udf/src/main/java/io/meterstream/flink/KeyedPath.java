@@ -202,14 +202,10 @@ public final class KeyedPath {
 
     tEnv.createTemporaryView("check_log", accepted.getSideOutput(logTag));
     // Upserts and deletes (a figure whose events were all voided), keyed like usage_aggregates.
-    DataStream<Row> toPostgres = figures;
-    if (tEnv.getConfig().getConfiguration().toMap().getOrDefault("meterstream.figures-own-task", "false").equals("true")) {
-      toPostgres = figures.map(r -> r, figureRows).name("figures_handoff").uid("figures_handoff").startNewChain();
-    }
     tEnv.createTemporaryView(
         "figure_updates",
         tEnv.fromChangelogStream(
-            toPostgres,
+            figures,
             Schema.newBuilder()
                 .fromRowDataType(FIGURE_COLUMNS)
                 .primaryKey("account_id", "meter", "period_start", "dimensions")
@@ -220,11 +216,7 @@ public final class KeyedPath {
       tEnv.createTemporaryView("late_first_arrivals", figures.getSideOutput(lateTag));
     }
     if (archiveTag != null) {
-      DataStream<RowData> archived = figures.getSideOutput(archiveTag);
-      if (tEnv.getConfig().getConfiguration().toMap().getOrDefault("meterstream.archive-own-task", "false").equals("true")) {
-        archived = archived.map(r -> r, rows).name("archive_handoff").uid("archive_handoff").startNewChain();
-      }
-      tEnv.createTemporaryView("archive_rows", archived);
+      tEnv.createTemporaryView("archive_rows", figures.getSideOutput(archiveTag));
     }
   }
 
