@@ -4,7 +4,9 @@
 for its scope, runs `jobs/recalculate_period.py` (Flink, batch) into it, then replaces the
 scope's rows of `usage_aggregates` in one transaction, recording every difference in
 `aggregate_changes` and the run in `recalculation_runs`. Rows whose figures are equal are not
-touched, so a second run changes nothing.
+touched, so a second run changes nothing. The corrections in force (docs/corrections.md) are
+applied: the batch job voids and amends the counted events, and the events they take out of a
+figure are not counted as losses.
 """
 
 from __future__ import annotations
@@ -269,12 +271,27 @@ def _params(scope: RecalcScope) -> dict[str, Any]:
     return {"period": scope.period_start, "account": scope.account_id}
 
 
-def _losses(changes: list[Change]) -> list[Change]:
-    """Rows that would count fewer events: the archive lacks events the figures counted."""
+#: Per figure of the scope, how many counted events the corrections in force take out of it
+#: (voided, or amended into another segment): a recalculation may count that many fewer.
+CORRECTED_OUT = """
+SELECT account_id, meter, dimensions, count(*) AS events
+FROM effective_corrections
+WHERE period_start = %(period)s AND (%(account)s::text IS NULL OR account_id = %(account)s)
+  AND (action = 'void' OR new_dimensions IS DISTINCT FROM dimensions)
+GROUP BY account_id, meter, dimensions
+"""
+
+
+def _losses(changes: list[Change], corrected_out: dict[tuple[str, str, str], int]) -> list[Change]:
+    """Rows that would count fewer events than corrections explain.
+
+    Such a row means the archive lacks events the figures counted.
+    """
     return [
         c
         for c in changes
-        if c.change == "removed" or (c.new_event_count or 0) < (c.old_event_count or 0)
+        if (c.new_event_count or 0)
+        < (c.old_event_count or 0) - corrected_out.get((c.account_id, c.meter, c.dimensions), 0)
     ]
 
 
@@ -293,7 +310,8 @@ def apply_recalculation(
 
     `conn` is an autocommit psycopg connection with client-side binding (`ClientCursor`).
 
-    Late events only ever add events to a figure. A row that would lose events (or vanish)
+    Late events only ever add events to a figure, and corrections take out at most the events
+    they void or move. A row that would lose more events (or vanish)
     means the archive misses some of what was counted (it was started after the period began,
     or files were removed), so the whole run is refused unless `force`.
 
@@ -311,7 +329,11 @@ def apply_recalculation(
             " ORDER BY account_id, meter, dimensions"
         ).fetchall()
         changes = [Change(*row) for row in rows]
-        losses = _losses(changes)
+        corrected_out = {
+            (account, meter, dimensions): events
+            for account, meter, dimensions, events in conn.execute(CORRECTED_OUT, params)
+        }
+        losses = _losses(changes, corrected_out)
         if losses and not force:
             shown = "\n  ".join(
                 f"{c.account_id} {c.meter} {c.dimensions or '-'}: "
