@@ -1,9 +1,10 @@
 """Fixtures of the corrections tests: a running job over an open and a closed period.
 
-One job per module, in a database of the module's own (recalculating all accounts of a period
-touches only this module's rows), with its own raw topic, corrections topic and archive. The
-raw topic keeps the producer's timestamps (CreateTime), so that events of a long-closed period
-can be given the arrival times they had then: counted, not late.
+One job for all of tests/corrections (starting one takes half a minute), in a database of its
+own (recalculating all accounts of a period touches only these tests' rows), with its own raw
+topic, corrections topic and archive. Each test works on accounts of its own. The raw topic
+keeps the producer's timestamps (CreateTime), so that events of a long-closed period can be
+given the arrival times they had then: counted, not late.
 """
 
 from __future__ import annotations
@@ -149,38 +150,63 @@ def archived_rows(root: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in committed_files(root))
 
 
-def special_records(prefix: str, now: datetime) -> dict[str, tuple[Record, int | None]]:
-    """A seats report and a conflicting one under the same key (another id), a late event, and
-    an event to void once."""
-    account = f"{prefix}-x"
-    moment = (now - OPEN_AGE).replace(microsecond=0)
-    # The latest month start whose month closed more than an hour ago: an event an hour before
-    # it arrives now, late, and at most 35 days old.
+def late_time(now: datetime) -> datetime:
+    """An hour before the latest month start whose month closed over an hour ago: an event of
+    that time arriving now is late, and at most 35 days old."""
     start = datetime(now.year, now.month, 1, tzinfo=UTC)
     if now < start + timedelta(hours=LATENESS_HOURS + 1):
         start = datetime(start.year - (start.month == 1), (start.month - 2) % 12 + 1, 1, tzinfo=UTC)
-    late_time = start - timedelta(hours=1)
+    return start - timedelta(hours=1)
 
-    def record(event_id: str, meter: str, when: datetime, data: dict) -> Record:
-        return Record(
-            account.encode(), json.dumps(cloud_event(event_id, account, meter, when, data)).encode()
-        )
 
-    return {
-        "seat": (record(f"{prefix}-seat-a", "seats", moment, {"seats": 7}), None),
-        "conflict": (record(f"{prefix}-seat-b", "seats", moment, {"seats": 9}), None),
-        "late": (
-            record(f"{prefix}-late", "api_calls", late_time, {"endpoint": "/x", "status": 200}),
-            None,
-        ),
+def _record(account: str, event_id: str, meter: str, when: datetime, data: dict) -> Record:
+    doc = cloud_event(event_id, account, meter, when, data)
+    return Record(account.encode(), json.dumps(doc).encode())
+
+
+def special_records(prefix: str, now: datetime) -> dict[str, tuple[Record, int | None]]:
+    """Accounts of their own for the refusal test (`<prefix>-x`: a seats report and a
+    conflicting one under the same key, a late event, an event to amend and void), the API test
+    (`<prefix>-api`) and the erasure test (`<prefix>-erase`: events of both periods, a repeat in
+    conflict, a rejected and a late one, all carrying a string found nowhere else)."""
+    x, api, erase = f"{prefix}-x", f"{prefix}-api", f"{prefix}-erase"
+    moment = (now - OPEN_AGE).replace(microsecond=0)
+    closed = (now - CLOSED_AGE).replace(microsecond=0)
+    late = late_time(now)
+    call = {"endpoint": "/x", "status": 200}
+    out: dict[str, tuple[Record, int | None]] = {
+        "seat": (_record(x, f"{prefix}-seat-a", "seats", moment, {"seats": 7}), None),
+        "conflict": (_record(x, f"{prefix}-seat-b", "seats", moment, {"seats": 9}), None),
+        "late": (_record(x, f"{prefix}-late", "api_calls", late, call), None),
         "single": (
-            record(f"{prefix}-single", "llm_tokens", moment, {"tokens": 5, "model": "small"}),
+            _record(x, f"{prefix}-single", "llm_tokens", moment, {"tokens": 5, "model": "small"}),
             None,
         ),
     }
+    for i in range(3):
+        tokens = {"tokens": 10 * (i + 1), "model": "large"}
+        out[f"api-{i}"] = (_record(api, f"{api}-{i}", "llm_tokens", moment, tokens), None)
+    person = {"user_id": f"person-{prefix}"}  # the erased account's "personal" payload string
+    for i, (when, stamp) in enumerate(
+        [(moment, None), (closed, int(closed.timestamp() * 1000) + 60_000)]
+    ):
+        for j, (meter, data) in enumerate(
+            [("active_users", person), ("llm_tokens", {"tokens": 7, "model": "small"})]
+        ):
+            out[f"erase-{i}-{j}"] = (_record(erase, f"{erase}-{i}-{j}", meter, when, data), stamp)
+    out["erase-conflict"] = (
+        _record(erase, f"{erase}-0-1", "llm_tokens", moment, {"tokens": 8, "model": "small"}),
+        None,
+    )
+    out["erase-late"] = (_record(erase, f"{erase}-late", "active_users", late, person), None)
+    out["erase-rejected"] = (
+        _record(erase, f"{erase}-bad", "active_users", moment, {"user_id": 12, "who": person}),
+        None,
+    )
+    return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def corrections_run(
     stack: Settings, validator: Validator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[CorrectionsRun]:
@@ -227,6 +253,7 @@ def corrections_run(
         run.special = {name: record for name, (record, _) in specials.items()}
         produce_at(settings, topic, [(r, event_time_ms(r)) for r in closed])
         produce_at(settings, topic, [(r, None) for r in opened])
+        # One producer keeps their order: the conflicting repeat comes after its first arrival.
         produce_at(settings, topic, list(specials.values()))
         run.arrivals = read_all(settings, topic, len(closed) + len(opened) + len(specials))
         accepted = sum(
