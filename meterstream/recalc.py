@@ -195,6 +195,11 @@ class RecalcResult:
 
 
 _SCOPE = "period_start = %(period)s AND (%(account)s::text IS NULL OR account_id = %(account)s)"
+#: Erased accounts' figures are left as the erasure left them: their events are gone.
+_NOT_ERASED = (
+    "account_id NOT IN (SELECT pseudonym FROM erased_accounts UNION ALL"
+    " SELECT kept_account_id FROM erased_accounts WHERE kept_account_id IS NOT NULL)"
+)
 #: The columns a recalculation compares: any difference is a change.
 _FIGURES = (
     "aggregation",
@@ -210,9 +215,9 @@ _KEY = ("account_id", "meter", "period_start", "dimensions")
 DIFF = f"""
 CREATE TEMPORARY TABLE recalc_diff ON COMMIT DROP AS
 WITH old AS (
-  SELECT * FROM usage_aggregates WHERE {_SCOPE} FOR UPDATE
+  SELECT * FROM usage_aggregates WHERE {_SCOPE} AND {_NOT_ERASED} FOR UPDATE
 ), new AS (
-  SELECT * FROM {STAGING} WHERE {_SCOPE}
+  SELECT * FROM {STAGING} WHERE {_SCOPE} AND {_NOT_ERASED}
 )
 SELECT coalesce(n.account_id, o.account_id) AS account_id,
        coalesce(n.meter, o.meter) AS meter,
@@ -428,6 +433,28 @@ def run_batch_job(
         raise RecalculationError(msg)
 
 
+def _refuse_erased(settings: Settings, account: str) -> None:
+    """Refuse to recalculate an erased account: its events are no longer in the archive."""
+    import psycopg  # noqa: PLC0415
+
+    from meterstream.corrections.erasure import erased  # noqa: PLC0415
+
+    with psycopg.connect(settings.postgres.conninfo) as conn:
+        row = erased(conn, account)
+    if row is not None:
+        kept = {
+            "keep": "are kept as they were",
+            "pseudonymise": f"are kept under the pseudonym {row['pseudonym']}",
+            "delete": "were deleted",
+        }[row["figures"]]
+        msg = (
+            f"account {account} was erased on {row['last_erased_at']:%Y-%m-%d}: its events are "
+            f"no longer in the audit archive, so its periods cannot be recalculated (its figures "
+            f"{kept})"
+        )
+        raise RecalculationError(msg)
+
+
 def recalculate(
     settings: Settings,
     scope: RecalcScope,
@@ -450,6 +477,8 @@ def recalculate(
     """
     import psycopg  # noqa: PLC0415 - keep `meterstream --help` fast
 
+    if scope.account_id is not None:
+        _refuse_erased(settings, scope.account_id)
     if not archive_dir.is_dir():
         msg = f"there is no audit archive at {archive_dir} (the job writes it; see --archive-dir)"
         raise RecalculationError(msg)

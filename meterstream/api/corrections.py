@@ -69,6 +69,14 @@ class VoidRequest(BaseModel):
     end: datetime | None = Field(default=None, alias="to", description="excluded")
 
 
+class ErasureRequest(BaseModel):
+    """Why the account's personal data is erased (kept in the audit trail)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Reason
+
+
 class AmendRequest(BaseModel):
     """The counted event's new content: a full CloudEvent with the same id (key) and meter."""
 
@@ -215,3 +223,33 @@ async def list_audit(
     page = rows[:limit]
     more = len(rows) > limit and page
     return {"items": page, "next_cursor": encode_cursor([page[-1]["audit_id"]]) if more else None}
+
+
+@router.post("/v1/accounts/{account}/erasure", summary="Erase an account's personal data")
+async def erase(
+    request: Request,
+    account: str,
+    body: Annotated[ErasureRequest, Body()],
+) -> dict[str, Any]:
+    """Remove the account's personal data from every store (needs `admin`).
+
+    An organisation's admin token erases its own accounts; the operator's, any account. The
+    billing figures are treated as the deployment says (`erasure.figures`). The answer counts
+    what was erased per store, and names tables that still mention the account (`remaining`:
+    events still on their way; erase again once the account is quiet).
+    """
+    from meterstream.corrections.erasure import erase_account  # noqa: PLC0415
+
+    principal = await authorize(request, Scope.ADMIN)
+    ctx = context(request)
+    if not principal.operator:
+        await _owned(ctx, principal, account)
+    result = await _run(
+        erase_account,
+        ctx.settings,
+        account,
+        reason=body.reason,
+        actor_who=principal.token_id,
+        actor_org=None if principal.operator else principal.org_id,
+    )
+    return result.describe()  # type: ignore[no-any-return]

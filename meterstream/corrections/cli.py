@@ -187,3 +187,63 @@ def audit(
             r["reason"],
         )
     console.print(table)
+
+
+#: Tables that keep naming an account whose figures the `keep` policy kept.
+KEPT_BY_POLICY = frozenset(
+    {
+        "usage_aggregates",
+        "aggregate_changes",
+        "recalculation_runs",
+        "account_time_zones",
+        "accounts",
+        "erased_accounts",
+    }
+)
+
+
+def erase(
+    account: Annotated[str, typer.Argument(help="the account id")],
+    reason: Reason,
+    figures: Annotated[
+        str | None,
+        typer.Option(help="keep, pseudonymise or delete its figures (default: erasure.figures)"),
+    ] = None,
+    output: Output = "table",
+) -> None:
+    """Erase an account's personal data from every store (docs/corrections.md).
+
+    Exit 1 if something still names it afterwards (events still on their way: run it again).
+    """
+    from meterstream.corrections.erasure import erase_account  # noqa: PLC0415
+
+    try:
+        result = erase_account(load_settings(), account, reason=reason, figures=figures)
+    except MeterstreamError as exc:
+        raise _fail(exc) from exc
+    if output == "json":
+        typer.echo(json.dumps(result.describe(), indent=2))
+    else:
+        table = Table("store", "rows")
+        for store, rows in result.counts.items():
+            if rows:
+                table.add_row(store, str(rows))
+        done = result.archive
+        table.add_row("archive", f"{done.rows_removed} in {done.files_rewritten} files rewritten")
+        console.print(table)
+        console.print(
+            f"erasure {result.erasure_id}: figures {result.figures}"
+            + (f" as {result.pseudonym}" if result.figures == "pseudonymise" else "")
+        )
+    incomplete = {
+        t: n
+        for t, n in result.remaining.items()
+        if not (result.figures == "keep" and t in KEPT_BY_POLICY)
+    }
+    if incomplete or result.archive.still_in_progress:
+        console.print(
+            f"[red]not complete:[/red] still named in {incomplete or '-'}; archive files not "
+            f"committed yet: {len(result.archive.still_in_progress)}. Events of the account "
+            "were on their way: run the erasure again once it sends nothing more"
+        )
+        raise typer.Exit(code=1)

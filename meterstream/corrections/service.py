@@ -105,6 +105,19 @@ def _archive(settings: Settings) -> Path:
     return root
 
 
+def _not_erased(settings: Settings, account: str) -> None:
+    from meterstream.corrections.erasure import erased  # noqa: PLC0415
+
+    with psycopg.connect(settings.postgres.conninfo) as conn:
+        row = erased(conn, account)
+    if row is not None:
+        msg = (
+            f"account {account!r} was erased on {row['last_erased_at']:%Y-%m-%d}: its events "
+            "are gone, so they cannot be corrected"
+        )
+        raise CorrectionError(Refusal.ACCOUNT_ERASED, msg)
+
+
 def _not_in_archive(settings: Settings, what: str) -> CorrectionError:
     seconds = settings.flink.checkpoint_interval_ms / 1000
     return CorrectionError(
@@ -130,6 +143,7 @@ def void_event(
         CorrectionError: the event was not counted, is voided already, or the account is not
             the actor's.
     """
+    _not_erased(settings, account)
     root = _archive(settings)
     days = archived.period_days(period) if period else None
     keys = archived.arrivals_of_event(root, account, event_id, days)
@@ -168,6 +182,7 @@ def void_range(
     if start.tzinfo is None or end.tzinfo is None or end <= start:
         msg = "a range needs a start before its end, both with a UTC offset"
         raise CorrectionError(Refusal.BAD_REQUEST, msg)
+    _not_erased(settings, account)
     root = _archive(settings)
     start_ms, end_ms = epoch_ms(start.astimezone(UTC)), epoch_ms(end.astimezone(UTC))
     with psycopg.connect(settings.postgres.conninfo) as conn:
@@ -219,6 +234,7 @@ def amend_event(
         msg = f"the new content is rejected by the rules: {first_check.code}: {first_check.detail}"
         raise CorrectionError(Refusal.INVALID_AMENDMENT, msg)
     account, key = first_check.account_id, first_check.dedup_key
+    _not_erased(settings, account)
     root = _archive(settings)
     days = archived.period_days(period_start(first_check.event_time))
     keys = archived.arrivals_of_keys(root, account, {key}, days)
