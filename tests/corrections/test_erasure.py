@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from meterstream.api import admin
-from meterstream.archive import committed_files, seal, verify
+from meterstream.archive import committed_files, in_progress_files, seal, verify
 from meterstream.corrections.model import CorrectionError, Refusal
 from meterstream.corrections.service import Actor, amend_event, void_event
 from meterstream.recalc import RecalcScope, RecalculationError, recalculate
@@ -174,7 +174,11 @@ def test_erasing_one_account_among_many_leaves_nothing_of_it_while_the_job_runs(
                 for _ in range(20):
                     who = f"{live_prefix}-{i % 3}"
                     doc = cloud_event(
-                        f"{who}-{i}", who, "api_calls", datetime.now(UTC), {"endpoint": "/l"}
+                        f"{who}-{i}",
+                        who,
+                        "api_calls",
+                        datetime.now(UTC),
+                        {"endpoint": "/l", "status": 200},
                     )
                     batch.append(Record(who.encode(), json.dumps(doc).encode()))
                     i += 1
@@ -185,6 +189,8 @@ def test_erasing_one_account_among_many_leaves_nothing_of_it_while_the_job_runs(
         sender = threading.Thread(target=send)
         sender.start()
         try:
+            # Erase while the job is writing a file (its rows are committed at a checkpoint).
+            wait_for(lambda: bool(in_progress_files(root)), 60, "the job writing a file")
             answer = api.client(tokens["admin"]).post(
                 f"/v1/accounts/{account}/erasure", json={"reason": f"{account} left; GDPR"}
             )
@@ -208,6 +214,7 @@ def test_erasing_one_account_among_many_leaves_nothing_of_it_while_the_job_runs(
         wanted = oracle_of_arrivals(
             settings, run.validator, [a for a in arrivals if a.value in {r.value for r in live}]
         ).totals
+        assert sum(n for _, n in wanted.values()) == len(live)
         wait_for(
             lambda: run.running() and totals_in_postgres(settings, live_prefix) == wanted,
             120,
