@@ -447,37 +447,47 @@ def _without(path: Path, account: str, out: Path) -> int:
     return table.num_rows - kept.num_rows
 
 
-def _replace_sealed(root: Path, path: Path, new: Path, *, erasure: str, removed: int) -> None:
-    """Put `new` in `path`'s place and seal it as the erasure's replacement of the old bytes."""
-    rel = _rel(root, path)
-    with (root / MANIFEST).open("a", encoding="utf-8") as manifest:
-        fcntl.flock(manifest, fcntl.LOCK_EX)
-        _seal_locked(root, manifest)  # a file committed a moment ago is sealed first
-        entries = read_manifest(root)
-        old = next((e for e in reversed(entries) if e.path == rel), None)
-        if old is None or sha256_file(path) != old.sha256:
-            new.unlink(missing_ok=True)
-            msg = f"{rel} changed since it was sealed: run `meterstream archive verify`"
-            raise ArchiveError(msg)
-        os.replace(new, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-        entry = SealedFile(
-            rel,
-            path.stat().st_size,
-            parquet_rows(path),
-            sha256_file(path),
-            _now(),
-            replaces=old.sha256,
-            erasure=erasure,
-            removed_rows=removed,
-        ).chained(chain_head(entries))
-        manifest.write(entry.line())
-        manifest.flush()
-        os.fsync(manifest.fileno())
+def _replace_sealed(
+    manifest: IO[str],
+    last: dict[str, SealedFile],
+    head: str,
+    path: Path,
+    new: Path,
+    *,
+    rel: str,
+    erasure: str,
+    removed: int,
+) -> SealedFile:
+    """Put `new` in `path`'s place and seal it as the erasure's replacement.
+
+    The line names the bytes sealed before (`last[rel]`) and is chained to `head`; the
+    manifest is open and locked.
+    """
+    old = last.get(rel)
+    if old is None or sha256_file(path) != old.sha256:
+        new.unlink(missing_ok=True)
+        msg = f"{rel} changed since it was sealed: run `meterstream archive verify`"
+        raise ArchiveError(msg)
+    os.replace(new, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    entry = SealedFile(
+        rel,
+        path.stat().st_size,
+        parquet_rows(path),
+        sha256_file(path),
+        _now(),
+        replaces=old.sha256,
+        erasure=erasure,
+        removed_rows=removed,
+    ).chained(head)
+    manifest.write(entry.line())
+    manifest.flush()
+    os.fsync(manifest.fileno())
+    return entry
 
 
 def erase_rows(
@@ -487,34 +497,42 @@ def erase_rows(
 
     The job keeps writing meanwhile: files it commits during the erasure are checked too, and
     the erasure waits up to `wait_s` for the files it was writing when the erasure began to be
-    committed (a checkpoint or two), so that rows already on their way are erased as well.
+    committed (a checkpoint or two), so that rows already on their way are erased as well. The
+    manifest stays locked throughout (a concurrent `seal` waits).
     """
     result = ArchiveErasure()
     if not root.is_dir():
         return result
-    seal(root)
     waiting = set(in_progress_files(root))
     result.in_progress_at_start = len(waiting)
     checked: set[str] = set()
     deadline = time.monotonic() + wait_s
-    while True:
-        for path in committed_files(root):
-            rel = _rel(root, path)
-            if rel in checked:
-                continue
-            checked.add(rel)
-            if _account_rows(path, account) == 0:
-                continue
-            new = path.with_name(f".erasing-{path.name}")
-            removed = _without(path, account, new)
-            _replace_sealed(root, path, new, erasure=erasure, removed=removed)
-            result.files_rewritten += 1
-            result.rows_removed += removed
-        waiting = {p for p in waiting if p.exists()}
-        if not waiting or time.monotonic() >= deadline:
-            break
-        time.sleep(poll_s)
-    seal(root)
+    with (root / MANIFEST).open("a", encoding="utf-8") as manifest:
+        fcntl.flock(manifest, fcntl.LOCK_EX)
+        while True:
+            # Every committed file is sealed before it is read, so its replacement names the
+            # bytes that were sealed.
+            head = _seal_locked(root, manifest).head
+            last = {e.path: e for e in read_manifest(root)}
+            for path in committed_files(root):
+                rel = _rel(root, path)
+                if rel in checked:
+                    continue
+                checked.add(rel)
+                if _account_rows(path, account) == 0:
+                    continue
+                new = path.with_name(f".erasing-{path.name}")
+                removed = _without(path, account, new)
+                entry = _replace_sealed(
+                    manifest, last, head, path, new, rel=rel, erasure=erasure, removed=removed
+                )
+                last[rel], head = entry, entry.chain
+                result.files_rewritten += 1
+                result.rows_removed += removed
+            waiting = {p for p in waiting if p.exists()}
+            if not waiting or time.monotonic() >= deadline:
+                break
+            time.sleep(poll_s)
     result.files_checked = len(checked)
     result.still_in_progress = sorted(_rel(root, p) for p in waiting)
     return result

@@ -4,13 +4,14 @@ An event can be corrected only if it was counted. The archive holds every accept
 (retries and conflicting repeats too) with its Kafka position; as in the stream and in a
 recalculation, the first arrival of an (account, idempotency key) counts: the lowest offset in
 its partition, then the earliest arrival of those (`meterstream.flink.recalculate`). pyarrow
-reads only the columns needed, the filter columns first, in the arrival days that can matter.
+reads only the columns needed, file by file: the filter columns first, the others only from
+files that match, in the arrival days that can matter (bench/correction_lookup.py measures it).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -56,14 +57,24 @@ def files_of(root: Path, days: Days) -> list[Path]:
     return [f for f in files if first <= _day(f) <= last]
 
 
-def _read(files: list[Path], columns: Iterable[str], condition: Any) -> list[dict[str, Any]]:
-    import pyarrow.dataset as ds  # noqa: PLC0415 - keep `meterstream --help` fast
+#: A filter over a file's filter columns: the mask of the rows wanted.
+Condition = Callable[[Any], Any]
 
-    if not files:
-        return []
-    dataset = ds.dataset([str(f) for f in files], format="parquet")
-    table = dataset.to_table(columns=list(columns), filter=condition)
-    return table.to_pylist()
+
+def _read(
+    files: list[Path], columns: Iterable[str], on: list[str], condition: Condition
+) -> list[dict[str, Any]]:
+    """`columns` of the rows of `files` that `condition` (over the columns `on`) keeps."""
+    import pyarrow.compute as pc  # noqa: PLC0415 - keep `meterstream --help` fast
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    out: list[dict[str, Any]] = []
+    for path in files:
+        parquet = pq.ParquetFile(path)
+        mask = pc.fill_null(condition(parquet.read(columns=on)), False)
+        if pc.any(mask).as_py():
+            out += parquet.read(columns=list(columns)).filter(mask).to_pylist()
+    return out
 
 
 def _event(row: dict[str, Any]) -> ArchivedEvent:
@@ -122,13 +133,21 @@ def arrivals_of_keys(
     root: Path, account: str, keys: set[str], days: Days = None
 ) -> dict[str, KeyArrivals]:
     """Every arrival of the account's `keys` in the arrival days `days`, by key."""
-    import pyarrow.dataset as ds  # noqa: PLC0415
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.compute as pc  # noqa: PLC0415
 
     if not keys:
         return {}
-    condition = (ds.field("account_id") == account) & ds.field("dedup_key").isin(sorted(keys))
+    wanted = pa.array(sorted(keys), type=pa.string())
+
+    def condition(t: Any) -> Any:
+        return pc.and_(
+            pc.equal(t["account_id"], account), pc.is_in(t["dedup_key"], value_set=wanted)
+        )
+
     by_key: dict[str, list[ArchivedEvent]] = defaultdict(list)
-    for row in _read(files_of(root, days), COLUMNS, condition):
+    on = ["account_id", "dedup_key"]
+    for row in _read(files_of(root, days), COLUMNS, on, condition):
         by_key[row["dedup_key"]].append(_event(row))
     return {key: KeyArrivals(key, arrivals) for key, arrivals in by_key.items()}
 
@@ -137,10 +156,13 @@ def arrivals_of_event(
     root: Path, account: str, event_id: str, days: Days = None
 ) -> dict[str, KeyArrivals]:
     """The keys that the account's event `event_id` arrived under, with all their arrivals."""
-    import pyarrow.dataset as ds  # noqa: PLC0415
+    import pyarrow.compute as pc  # noqa: PLC0415
 
-    condition = (ds.field("account_id") == account) & (ds.field("event_id") == event_id)
-    rows = _read(files_of(root, days), ("dedup_key", "arrived_at"), condition)
+    def condition(t: Any) -> Any:
+        return pc.and_(pc.equal(t["account_id"], account), pc.equal(t["event_id"], event_id))
+
+    on = ["account_id", "event_id"]
+    rows = _read(files_of(root, days), ("dedup_key", "arrived_at"), on, condition)
     if not rows:
         return {}
     return arrivals_of_keys(root, account, {r["dedup_key"] for r in rows}, _around(rows))
@@ -153,19 +175,22 @@ def arrivals_in_range(
 
     `extra_keys` are looked up too (keys amended into the range).
     """
-    import pyarrow.dataset as ds  # noqa: PLC0415
+    import pyarrow.compute as pc  # noqa: PLC0415
 
     start = datetime.fromtimestamp(start_ms / 1000, UTC)
     end = datetime.fromtimestamp(end_ms / 1000, UTC)
     # An event arrives at most 5 minutes before its time and 35 days after it.
     days = (start.date() - timedelta(days=1), end.date() + WINDOW)
-    condition = (
-        (ds.field("account_id") == account)
-        & (ds.field("meter") == meter)
-        & (ds.field("event_time_ms") >= start_ms)
-        & (ds.field("event_time_ms") < end_ms)
-    )
-    rows = _read(files_of(root, days), ("dedup_key", "arrived_at"), condition)
+
+    def condition(t: Any) -> Any:
+        time = t["event_time_ms"]
+        return pc.and_(
+            pc.and_(pc.equal(t["account_id"], account), pc.equal(t["meter"], meter)),
+            pc.and_(pc.greater_equal(time, start_ms), pc.less(time, end_ms)),
+        )
+
+    on = ["account_id", "meter", "event_time_ms"]
+    rows = _read(files_of(root, days), ("dedup_key", "arrived_at"), on, condition)
     keys = {r["dedup_key"] for r in rows} | extra_keys
     if not keys:
         return {}

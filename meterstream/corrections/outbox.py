@@ -79,7 +79,9 @@ def publish_pending(settings: Settings, *, timeout_s: float = KAFKA_TIMEOUT_S) -
 
     result = PublishResult()
     topic = settings.kafka.topics.corrections
-    with psycopg.connect(settings.postgres.conninfo, row_factory=dict_row) as conn:
+    with psycopg.connect(
+        settings.postgres.conninfo, row_factory=dict_row, connect_timeout=5
+    ) as conn:
         while True:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (PUBLISH_LOCK,))
