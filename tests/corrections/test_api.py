@@ -85,7 +85,12 @@ def test_correction_routes_need_their_scope_and_stay_in_their_organisation(  # n
         ingest=["ingest:write"],
         admin=["admin"],
     )
-    other = tenant(run.settings, [f"{account}-other"], both=["usage:correct", "usage:read"])
+    other = tenant(
+        run.settings,
+        [f"{account}-other"],
+        both=["usage:correct", "usage:read"],
+        admin=["admin"],
+    )
     void_1 = {"account": account, "event_id": events[0]["id"], "reason": "duplicate shipment"}
     new_2 = {**events[1], "data": {"tokens": 1234, "model": "large"}}
 
@@ -152,6 +157,12 @@ def test_correction_routes_need_their_scope_and_stay_in_their_organisation(  # n
         ]
         assert trail[0]["reason"] == "duplicate shipment"
         assert trail[0]["org_id"] == mine["org"]
-        # The other organisation sees none of it.
+        # The other organisation sees none of it, and cannot erase the account; erasure needs
+        # admin (nothing is erased here: the account keeps its corrections).
         assert stranger.get("/v1/corrections").json() == {"items": [], "next_cursor": None}
         assert stranger.get("/v1/audit").json() == {"items": [], "next_cursor": None}
+        erasure = f"/v1/accounts/{account}/erasure"
+        foreign = api.client(other["admin"]).post(erasure, json={"reason": "x"})
+        assert error(foreign, 404) == "NOT_FOUND"
+        assert error(correct.post(erasure, json={"reason": "x"}), 403) == "FORBIDDEN"
+        assert len(read.get("/v1/corrections").json()["items"]) == 3

@@ -133,8 +133,8 @@ def test_voids_and_amends_of_every_kind_agree_in_the_stream_and_a_recalculation_
         assert result.changes, "the closed period's corrections change its figures"
         assert changes_recorded(run, result.run_id) == len(result.changes)
     assert run.totals() == everything
-    # Recalculating again, or the open period (already corrected by the stream), changes nothing.
-    for period in sorted(closed_periods | open_periods):
+    # A recalculation of the open period (corrected by the stream already) changes nothing.
+    for period in sorted(open_periods):
         result = recalculate(
             settings,
             RecalcScope(period),
