@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -121,94 +122,111 @@ def dump_outputs(settings: Settings, prefix: str, out: Path) -> None:
     print(f"dumped {len(figures):,} figures and {len(log):,} log rows to {out}")
 
 
+def interleaved(
+    settings: Settings,
+    args: argparse.Namespace,
+    topic: dict[str, int | str],
+    what: str,
+    *,
+    pairs: int,
+    before: Callable[[str], None],
+    after: Callable[[str], str],
+) -> None:
+    """Runs of the job without and with something, in pairs taken in turn (A B, B A, ...).
+
+    `before(variant)` sets a run up, `after(variant)` tears it down and says what it saw; the
+    medians of both variants end it.
+    """
+    prefix = str(topic["prefix"])
+    rates: dict[str, list[float]] = {"without": [], "with": []}
+    for pair in range(pairs):
+        for variant in ("without", "with") if pair % 2 == 0 else ("with", "without"):
+            pipeline.clear_outputs(settings, prefix, f"{prefix}-raw")
+            before(variant)
+            run = pipeline.run_bounded(
+                settings,
+                job=args.job,
+                topic=f"{prefix}-raw",
+                rejected_topic=f"{prefix}-rejected",
+                records=int(topic["records"]),
+                parallelism=args.parallelism,
+                workdir=STATE_DIR / "work",
+                window_s=args.window,
+            )
+            figures = pipeline.measure(run, args.job, args.parallelism, int(topic["records"]))
+            rates[variant].append(figures.steady_events_per_s)
+            print(
+                f"{variant:>7} {what}: {figures.steady_events_per_s:,.0f} events/s steady,"
+                f" time-boxed {figures.time_boxed}, load average"
+                f" {os.getloadavg()[0]:.1f}{after(variant)}",
+                flush=True,
+            )
+    a, b = statistics.median(rates["without"]), statistics.median(rates["with"])
+    print(f"median without {a:,.0f}, with {b:,.0f} events/s: {b / a:.3f}x")
+
+
 def alerts_ab(settings: Settings, args: argparse.Namespace, topic: dict[str, int | str]) -> None:
-    """Interleaved runs of the job without (A) and with (B) the alerts service running."""
+    """Interleaved runs of the job without and with the alerts service running."""
     prefix = str(topic["prefix"])
     harness = AlertsHarness(settings, f"{prefix}-ab-alerts", STATE_DIR / "work" / "alerts.log")
     harness.setup([f"{prefix}-{k:05d}" for k in range(Workload(1).accounts)], ALERT_RULES)
-    rates: dict[str, list[float]] = {"without": [], "with": []}
+
+    def before(variant: str) -> None:
+        if variant == "with":
+            harness.replace_rules(ALERT_RULES)  # nothing fired yet: the same work
+            harness.receiver.received.clear()
+            harness.start_service()
+
+    def after(variant: str) -> str:
+        if variant != "with":
+            return ""
+        wait_quiet(harness.receiver, seconds=5, limit_s=120)
+        seen = (
+            f", service CPU {harness.cpu_seconds() or 0:.1f} s,"
+            f" {len(harness.receiver.received):,} webhooks received"
+        )
+        harness.stop_service()
+        return seen
+
     try:
-        for pair in range(args.alerts_pairs):
-            order = ("without", "with") if pair % 2 == 0 else ("with", "without")
-            for variant in order:
-                pipeline.clear_outputs(settings, prefix, f"{prefix}-raw")
-                if variant == "with":
-                    harness.replace_rules(ALERT_RULES)  # nothing fired yet: the same work
-                    harness.receiver.received.clear()
-                    harness.start_service()
-                run = pipeline.run_bounded(
-                    settings,
-                    job=args.job,
-                    topic=f"{prefix}-raw",
-                    rejected_topic=f"{prefix}-rejected",
-                    records=int(topic["records"]),
-                    parallelism=args.parallelism,
-                    workdir=STATE_DIR / "work",
-                    window_s=args.window,
-                )
-                figures = pipeline.measure(run, args.job, args.parallelism, int(topic["records"]))
-                rates[variant].append(figures.steady_events_per_s)
-                extra = ""
-                if variant == "with":
-                    wait_quiet(harness.receiver, seconds=5, limit_s=120)
-                    extra = (
-                        f", service CPU {harness.cpu_seconds() or 0:.1f} s,"
-                        f" {len(harness.receiver.received):,} webhooks received"
-                    )
-                    harness.stop_service()
-                print(
-                    f"{variant:>7} the alerts service: {figures.steady_events_per_s:,.0f} events/s"
-                    f" steady, time-boxed {figures.time_boxed}, load average"
-                    f" {os.getloadavg()[0]:.1f}{extra}",
-                    flush=True,
-                )
+        interleaved(
+            settings,
+            args,
+            topic,
+            "the alerts service",
+            pairs=args.alerts_pairs,
+            before=before,
+            after=after,
+        )
     finally:
         harness.close()
-    a, b = statistics.median(rates["without"]), statistics.median(rates["with"])
-    print(f"median without {a:,.0f}, with {b:,.0f} events/s: {b / a:.3f}x")
 
 
 INDEX = "usage_aggregates_by_updated_at"
 
 
 def index_ab(settings: Settings, args: argparse.Namespace, topic: dict[str, int | str]) -> None:
-    """Interleaved runs of the job with and without the evaluator's index on updated_at."""
-    prefix = str(topic["prefix"])
-    rates: dict[str, list[float]] = {"with": [], "without": []}
+    """Interleaved runs of the job without and with the evaluator's index on updated_at."""
 
-    def index(present: bool) -> None:
+    def index(variant: str) -> None:
         with psycopg.connect(settings.postgres.conninfo, autocommit=True) as conn:
-            if present:
+            if variant == "with":
                 conn.execute(f"CREATE INDEX IF NOT EXISTS {INDEX} ON usage_aggregates (updated_at)")
             else:
                 conn.execute(f"DROP INDEX IF EXISTS {INDEX}")
 
     try:
-        for pair in range(args.index_pairs):
-            for variant in ("with", "without") if pair % 2 == 0 else ("without", "with"):
-                pipeline.clear_outputs(settings, prefix, f"{prefix}-raw")
-                index(variant == "with")
-                run = pipeline.run_bounded(
-                    settings,
-                    job=args.job,
-                    topic=f"{prefix}-raw",
-                    rejected_topic=f"{prefix}-rejected",
-                    records=int(topic["records"]),
-                    parallelism=args.parallelism,
-                    workdir=STATE_DIR / "work",
-                    window_s=args.window,
-                )
-                figures = pipeline.measure(run, args.job, args.parallelism, int(topic["records"]))
-                rates[variant].append(figures.steady_events_per_s)
-                print(
-                    f"{variant:>7} the updated_at index: {figures.steady_events_per_s:,.0f}"
-                    f" events/s steady, load average {os.getloadavg()[0]:.1f}",
-                    flush=True,
-                )
+        interleaved(
+            settings,
+            args,
+            topic,
+            "the updated_at index",
+            pairs=args.index_pairs,
+            before=index,
+            after=lambda _: "",
+        )
     finally:
-        index(True)
-    a, b = statistics.median(rates["without"]), statistics.median(rates["with"])
-    print(f"median without {a:,.0f}, with {b:,.0f} events/s: {b / a:.3f}x")
+        index("with")
 
 
 def main() -> None:
@@ -265,6 +283,8 @@ def main() -> None:
     print("read over time:", [(round(t), n) for t, n, _ in figures.samples[::25]])
     for name, cores in figures.cpu_threads[:8]:
         print(f"  {cores:4.2f} cores  {name[:100]}")
+    cpu = ", ".join(f"{name} {us:.1f}" for name, us in pipeline.cpu_per_record(figures).items())
+    print(f"CPU per record (us): {cpu}")
     if not figures.time_boxed:
         counted, logged = pipeline.outputs(settings, prefix, f"{prefix}-raw")
         print(

@@ -199,6 +199,8 @@ def measure_stage(stage: str, topic: dict[str, int | str], workdir: Path, window
     )
     for name, cores in figures.cpu_threads[:5]:
         print(f"{'':>18}{cores:4.2f} cores  {name[:90]}", flush=True)
+    cpu = ", ".join(f"{name} {us:.1f}" for name, us in pipeline.cpu_per_record(figures).items())
+    print(f"{'':>18}CPU per record (us): {cpu}", flush=True)
     if stage in ("full", "full-sql"):
         shutil.rmtree(workdir / "archive", ignore_errors=True)  # the job's audit archive
 

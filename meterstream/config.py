@@ -87,6 +87,9 @@ class FlinkSettings:
     #: Upper bound on the delay between an event's arrival and its total in PostgreSQL.
     mini_batch_latency_ms: int = 200
     mini_batch_size: int = 5_000
+    #: Figures the keyed operator keeps on the heap between flushes (least recently used out);
+    #: ~200 B each. A figure not there is read back from RocksDB when its next event comes.
+    figure_cache_size: int = 200_000
     jdbc_flush_rows: int = 5_000
     jdbc_flush_interval_ms: int = 200
     #: PostgreSQL ends a job connection idle this long (`idle_session_timeout`); the JDBC
@@ -286,6 +289,8 @@ class Settings:
             problems.append(f"ports must differ: {ports}")
         if self.flink.parallelism < 1:
             problems.append("flink.parallelism must be >= 1")
+        if self.flink.figure_cache_size < 0:
+            problems.append("flink.figure_cache_size must be >= 0")
         if self.flink.keyed_path not in ("operator", "sql"):
             problems.append("flink.keyed_path must be 'operator' or 'sql'")
         if self.flink.state_backend not in ("hashmap", "rocksdb"):

@@ -206,11 +206,15 @@ class JobRun:
                 thread_cpu(pid),
                 machine_cpu()[0],
                 {
-                    name: {p: pids_cpu([p]) for p in pids}
-                    for name, pids in service_pids(self.stack_dir).items()
-                }
-                if self.stack_dir
-                else {},
+                    # The job's whole JVM too: threads that ended are in its process time.
+                    "job JVM": {pid: pids_cpu([pid])},
+                    **{
+                        name: {p: pids_cpu([p]) for p in pids}
+                        for name, pids in (
+                            service_pids(self.stack_dir) if self.stack_dir else {}
+                        ).items()
+                    },
+                },
             )
             if self.cpu_first is None:
                 self.cpu_first = snapshot

@@ -48,6 +48,8 @@ class Throughput:
     startup_s: float
     samples: list[tuple[float, int, int | None]]
     cpu_threads: list[tuple[str, float]] = field(default_factory=list)
+    #: The span the CPU shares were taken over, s (from the first record read).
+    cpu_window_s: float = 0.0
     cpu_services: dict[str, float] = field(default_factory=dict)
     machine_busy_cores: float | None = None
     counted_events: int | None = None
@@ -121,16 +123,18 @@ def measure(run: JobRun, job: str, parallelism: int, records: int) -> Throughput
     cpu_threads: list[tuple[str, float]] = []
     cpu_services: dict[str, float] = {}
     busy: float | None = None
+    window = 0.0
     if run.cpu_first and run.cpu_last and run.cpu_last.at > run.cpu_first.at:
         window = run.cpu_last.at - run.cpu_first.at
         cpu_threads = cpu_by_thread(
             run.cpu_first.threads, run.cpu_last.threads, run.thread_names, window
         )
+        # A process absent from the first snapshot started after it (a new PostgreSQL
+        # connection, say): all its CPU is in the window.
         cpu_services = {
             name: sum(
-                cpu - before
+                cpu - run.cpu_first.services.get(name, {}).get(pid, 0.0)
                 for pid, cpu in pids.items()
-                if (before := run.cpu_first.services.get(name, {}).get(pid)) is not None
             )
             / window
             for name, pids in run.cpu_last.services.items()
@@ -146,6 +150,7 @@ def measure(run: JobRun, job: str, parallelism: int, records: int) -> Throughput
         startup_s=start - run.started_at,
         samples=[(s.at - start, s.read, s.pending) for s in samples],
         cpu_threads=cpu_threads,
+        cpu_window_s=window,
         cpu_services=cpu_services,
         machine_busy_cores=busy,
         java_stacks=run.java_stacks,
@@ -154,6 +159,22 @@ def measure(run: JobRun, job: str, parallelism: int, records: int) -> Throughput
         restarts=run.restarts,
         failures=run.failures,
     )
+
+
+def cpu_per_record(figures: Throughput) -> dict[str, float]:
+    """CPU microseconds per record read: the job's threads, each stack service, the machine.
+
+    CPU time, unlike a rate, changes little when other work shares the machine, so two variants
+    can be compared on a busy one (their load on the machine's caches aside).
+    """
+    if not figures.records or not figures.cpu_window_s:
+        return {}
+    per = figures.cpu_window_s * 1e6 / figures.records
+    out = {"job threads": sum(cores for _, cores in figures.cpu_threads) * per}
+    out.update({name: cores * per for name, cores in figures.cpu_services.items()})
+    if figures.machine_busy_cores is not None:
+        out["machine"] = figures.machine_busy_cores * per
+    return out
 
 
 def _coarse(run: JobRun, job: str, parallelism: int, records: int, finished: float) -> Throughput:

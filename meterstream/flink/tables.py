@@ -73,18 +73,31 @@ def kafka_raw_events_ddl(
 ) -> str:
     """The Kafka source of raw CloudEvents; `bounded` stops at the offsets current at start-up."""
     options = {
+        **_kafka_source(settings, topic or settings.kafka.topics.raw, group_id, bounded),
+        "format": "raw",
+        "raw.charset": "UTF-8",
+    }
+    return f"CREATE TEMPORARY TABLE {name} ({RAW_EVENTS_COLUMNS}) WITH (\n{_with(options)}\n)"
+
+
+def _kafka_source(
+    settings: Settings, topic: str, group_id: str | None, bounded: bool
+) -> dict[str, str]:
+    """A Kafka source's options: committed records only, from the start.
+
+    With `bounded`, up to the end current at start-up.
+    """
+    options = {
         "connector": "kafka",
-        "topic": topic or settings.kafka.topics.raw,
+        "topic": topic,
         "properties.bootstrap.servers": settings.kafka.bootstrap_servers,
         "properties.group.id": group_id or settings.flink.consumer_group,
         "properties.isolation.level": "read_committed",
         "scan.startup.mode": "earliest-offset",
-        "format": "raw",
-        "raw.charset": "UTF-8",
     }
     if bounded:
         options["scan.bounded.mode"] = "latest-offset"
-    return f"CREATE TEMPORARY TABLE {name} ({RAW_EVENTS_COLUMNS}) WITH (\n{_with(options)}\n)"
+    return options
 
 
 #: The corrections topic: the key is the account, the value one correction (JSON).
@@ -107,19 +120,12 @@ def kafka_corrections_ddl(
     Read from the start, like the raw events; `bounded` stops at the offsets current at start-up.
     """
     options = {
-        "connector": "kafka",
-        "topic": topic or settings.kafka.topics.corrections,
-        "properties.bootstrap.servers": settings.kafka.bootstrap_servers,
-        "properties.group.id": group_id or settings.flink.consumer_group,
-        "properties.isolation.level": "read_committed",
-        "scan.startup.mode": "earliest-offset",
+        **_kafka_source(settings, topic or settings.kafka.topics.corrections, group_id, bounded),
         "key.format": "raw",
         "key.fields": "account_id",
         "value.format": "raw",
         "value.fields-include": "EXCEPT_KEY",
     }
-    if bounded:
-        options["scan.bounded.mode"] = "latest-offset"
     return f"CREATE TEMPORARY TABLE {name} ({CORRECTIONS_COLUMNS}) WITH (\n{_with(options)}\n)"
 
 

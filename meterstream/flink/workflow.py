@@ -334,6 +334,7 @@ def register_keyed_path(
         "figure_ttl_ms": f.aggregate_ttl_days * day_ms,
         "flush_interval_ms": f.mini_batch_latency_ms,
         "flush_size": f.mini_batch_size,
+        "figure_cache_size": f.figure_cache_size,
         "archive": sinks.archive is not None,
         "late": sinks.late_events is not None,
     }

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
@@ -17,7 +15,7 @@ import pytest
 from meterstream.alerts.receiver import WebhookReceiver
 from meterstream.alerts.service import AlertService
 from meterstream.config import Settings
-from tests.api.conftest import RunningApi, Tenant, free_port, make_tenant  # noqa: F401
+from tests.api.conftest import RunningApi, Tenant, free_port, make_tenant, start_api  # noqa: F401
 
 #: Loops fast, retries fast (0.2 s doubling to 1 s), loopback allowed: tests take seconds.
 FAST = {
@@ -74,32 +72,16 @@ def receiver() -> Iterator[WebhookReceiver]:
 @pytest.fixture
 def serve_alerts_api(stack: Settings) -> Iterator[Callable[..., RunningApi]]:
     """Start the real API app under uvicorn with fast alerts settings (and `changes`)."""
-    import uvicorn  # noqa: PLC0415
-
-    from meterstream.api.app import create_app  # noqa: PLC0415
-    from meterstream.api.producer import KafkaEventProducer  # noqa: PLC0415
-
     started: list[RunningApi] = []
 
     def start(**changes: Any) -> RunningApi:
         port = free_port()
         base = fast_settings(stack, **changes)
-        settings = dataclasses.replace(
-            base, api=dataclasses.replace(base.api, port=port, token_cache_seconds=0)
+        running = start_api(
+            dataclasses.replace(
+                base, api=dataclasses.replace(base.api, port=port, token_cache_seconds=0)
+            )
         )
-        producer = KafkaEventProducer(settings)
-        app = create_app(settings, producer)
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert thread.is_alive(), "uvicorn stopped while starting"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        running = RunningApi(f"http://127.0.0.1:{port}", settings, server, thread, producer)
         started.append(running)
         return running
 

@@ -48,13 +48,35 @@ class RunningApi:
         self.producer.close()
 
 
-@pytest.fixture
-def serve_api(stack: Settings) -> Iterator[Callable[..., RunningApi]]:
-    """Start the real app under uvicorn in a thread, on its own port and raw topic."""
+def start_api(settings: Settings) -> RunningApi:
+    """The real API app under uvicorn in a thread on `settings.api.port`, once it answers."""
     import uvicorn  # noqa: PLC0415
 
     from meterstream.api.app import create_app  # noqa: PLC0415
     from meterstream.api.producer import KafkaEventProducer  # noqa: PLC0415
+
+    producer = KafkaEventProducer(settings)
+    config = uvicorn.Config(
+        create_app(settings, producer),
+        host="127.0.0.1",
+        port=settings.api.port,
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive(), "uvicorn stopped while starting"
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    return RunningApi(f"http://127.0.0.1:{settings.api.port}", settings, server, thread, producer)
+
+
+@pytest.fixture
+def serve_api(stack: Settings) -> Iterator[Callable[..., RunningApi]]:
+    """Start the real app under uvicorn in a thread, on its own port and raw topic."""
+
     from meterstream.stack.kafka import create_topics  # noqa: PLC0415
 
     started: list[RunningApi] = []
@@ -67,20 +89,7 @@ def serve_api(stack: Settings) -> Iterator[Callable[..., RunningApi]]:
             stack.kafka, topics=dataclasses.replace(stack.kafka.topics, raw=topic)
         )
         api = dataclasses.replace(stack.api, port=port, **api_changes)
-        settings = dataclasses.replace(stack, kafka=kafka, api=api)
-        producer = KafkaEventProducer(settings)
-        config = uvicorn.Config(
-            create_app(settings, producer), host="127.0.0.1", port=port, log_level="warning"
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert thread.is_alive(), "uvicorn stopped while starting"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        running = RunningApi(f"http://127.0.0.1:{port}", settings, server, thread, producer)
+        running = start_api(dataclasses.replace(stack, kafka=kafka, api=api))
         started.append(running)
         return running
 

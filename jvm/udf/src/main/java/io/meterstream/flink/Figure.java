@@ -39,6 +39,8 @@ final class Figure {
   long valueMs;
   /** UNIQUE_COUNT: distinct values seen. */
   long unique;
+  /** When it was last written to state (processing time, ms); not stored. */
+  long writtenAtMs;
 
   /** The aggregation kinds (meterstream.meters.model.Aggregation), in a stable order. */
   enum Aggregation {

@@ -117,7 +117,8 @@ public final class KeyedPath {
    *     {@code jdbc_url}, {@code user}, {@code password}, {@code table}, {@code refresh_seconds}),
    *     {@code lateness_hours}, {@code meter_kinds} (meter name: aggregation kind),
    *     {@code dedup_ttl_ms}, {@code figure_ttl_ms}, {@code flush_interval_ms},
-   *     {@code flush_size}, {@code archive} and {@code late} (whether to emit those views).
+   *     {@code flush_size}, {@code figure_cache_size}, {@code archive} and {@code late}
+   *     (whether to emit those views).
    */
   public static void register(
       StreamTableEnvironment tEnv, String rawView, String correctionsView, String optionsJson)
@@ -193,6 +194,7 @@ public final class KeyedPath {
                     options.get("figure_ttl_ms").longValue(),
                     options.get("flush_interval_ms").longValue(),
                     options.get("flush_size").intValue(),
+                    options.get("figure_cache_size").intValue(),
                     conflictTag,
                     lateTag,
                     archiveTag))
@@ -200,10 +202,14 @@ public final class KeyedPath {
 
     tEnv.createTemporaryView("check_log", accepted.getSideOutput(logTag));
     // Upserts and deletes (a figure whose events were all voided), keyed like usage_aggregates.
+    DataStream<Row> toPostgres = figures;
+    if (tEnv.getConfig().getConfiguration().toMap().getOrDefault("meterstream.figures-own-task", "false").equals("true")) {
+      toPostgres = figures.map(r -> r, figureRows).name("figures_handoff").uid("figures_handoff").startNewChain();
+    }
     tEnv.createTemporaryView(
         "figure_updates",
         tEnv.fromChangelogStream(
-            figures,
+            toPostgres,
             Schema.newBuilder()
                 .fromRowDataType(FIGURE_COLUMNS)
                 .primaryKey("account_id", "meter", "period_start", "dimensions")
@@ -214,7 +220,11 @@ public final class KeyedPath {
       tEnv.createTemporaryView("late_first_arrivals", figures.getSideOutput(lateTag));
     }
     if (archiveTag != null) {
-      tEnv.createTemporaryView("archive_rows", figures.getSideOutput(archiveTag));
+      DataStream<RowData> archived = figures.getSideOutput(archiveTag);
+      if (tEnv.getConfig().getConfiguration().toMap().getOrDefault("meterstream.archive-own-task", "false").equals("true")) {
+        archived = archived.map(r -> r, rows).name("archive_handoff").uid("archive_handoff").startNewChain();
+      }
+      tEnv.createTemporaryView("archive_rows", archived);
     }
   }
 
