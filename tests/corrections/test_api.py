@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +19,7 @@ import pytest
 
 from meterstream.api import admin
 from meterstream.config import Settings
-from tests.api.conftest import RunningApi, free_port
+from tests.api.conftest import RunningApi, free_port, start_api
 from tests.corrections.conftest import CorrectionsRun
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
@@ -29,26 +27,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.flink]
 
 @contextlib.contextmanager
 def served(settings: Settings) -> Iterator[RunningApi]:
-    """The real app under uvicorn in a thread, with `settings` (its database, archive, topics)."""
-    import uvicorn  # noqa: PLC0415
-
-    from meterstream.api.app import create_app  # noqa: PLC0415
-    from meterstream.api.producer import KafkaEventProducer  # noqa: PLC0415
-
+    """The real app in a thread, with `settings` (its database, archive, topics), on a port."""
     port = free_port()
-    settings = dataclasses.replace(settings, api=dataclasses.replace(settings.api, port=port))
-    producer = KafkaEventProducer(settings)
-    config = uvicorn.Config(
-        create_app(settings, producer), host="127.0.0.1", port=port, log_level="warning"
+    running = start_api(
+        dataclasses.replace(settings, api=dataclasses.replace(settings.api, port=port))
     )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    running = RunningApi(f"http://127.0.0.1:{port}", settings, server, thread, producer)
     try:
         yield running
     finally:
