@@ -6,7 +6,8 @@ Output: PostgreSQL `usage_aggregates_recalc` (staging, upserts by primary key).
         `meterstream recalculate` runs this job, then compares the staging rows with
         `usage_aggregates` and applies the differences in one transaction.
 Guarantees: the streaming job's rules: the first arrival of each (account, idempotency key)
-counts (the lowest offset in its Kafka partition), and each meter's figure comes from the
+counts (the lowest offset in its Kafka partition), the corrections in force (PostgreSQL
+`effective_corrections`) void or amend it, and each meter's figure comes from the
 same generated SQL (`meterstream.flink.sqlgen.aggregate_sql`). Events that came after their
 period's allowed lateness are in the archive, so they are counted here. A meter that
 `schemas/` no longer defines is recalculated with the aggregation its events were archived
@@ -30,6 +31,7 @@ from meterstream.flink.launch import FAILURE_MARKER, root_cause
 from meterstream.flink.recalculate import (
     create_batch_table_env,
     define_recalculation,
+    jdbc_corrections_ddl,
     jdbc_staging_ddl,
 )
 from meterstream.meters.registry import load_registry
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     t_env = create_batch_table_env(settings, job_name=job_name)
     t_env.execute_sql(archive_table_ddl(archive_dir))
     t_env.execute_sql(jdbc_staging_ddl(settings))
+    t_env.execute_sql(jdbc_corrections_ddl(settings))
     statements = define_recalculation(
         t_env,
         registry,
@@ -67,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         arrival_days=arrival_days(period),
         account=args.account,
         retired=retired,
+        corrections="corrections_in_force",
     )
     try:
         statements.execute().wait()

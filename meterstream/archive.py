@@ -1,9 +1,12 @@
 """The audit archive on disk: which Parquet files are committed, and their SHA-256 manifest.
 
-The Flink job writes the files (meterstream/flink/archive.py); this module never changes one.
-`seal` appends a line per newly committed file to `<archive>/MANIFEST.jsonl` (path, size, rows,
-SHA-256, when it was sealed) and chains every line to the one before it, so that editing,
-dropping or reordering a line breaks the chain. `verify` recomputes everything.
+The Flink job writes the files (meterstream/flink/archive.py). `seal` appends a line per newly
+committed file to `<archive>/MANIFEST.jsonl` (path, size, rows, SHA-256, when it was sealed) and
+chains every line to the one before it, so that editing, dropping or reordering a line breaks
+the chain. `verify` recomputes everything. The one change ever made to a committed file is an
+erasure's (`erase_rows`): the file is rewritten without one account's rows and sealed again by
+a replacement line naming the erasure, the bytes it replaces and the rows it removed; any other
+change to a file shows as a file that no longer matches its line.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import fcntl
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from meterstream.config import Settings
 from meterstream.errors import MeterstreamError
@@ -99,6 +103,10 @@ class SealedFile:
         sealed_at: when the sealing run listed the archive (UTC, RFC 3339); every file that
             was committed by then is in the manifest.
         chain: SHA-256 of the previous line's `chain` and this line's other fields.
+        replaces: for a file rewritten by an erasure, the SHA-256 of the bytes it replaced
+            (the path's line before); empty on every other line.
+        erasure: the erasure that rewrote it (its id); empty on every other line.
+        removed_rows: how many rows the erasure removed.
     """
 
     path: str
@@ -107,21 +115,31 @@ class SealedFile:
     sha256: str
     sealed_at: str
     chain: str = ""
+    replaces: str = ""
+    erasure: str = ""
+    removed_rows: int = 0
+
+    def _fields(self) -> dict[str, Any]:
+        data = asdict(self)
+        if not self.erasure:  # the lines `seal` writes keep the format they always had
+            for name in ("replaces", "erasure", "removed_rows"):
+                del data[name]
+        return data
 
     def body(self) -> str:
         """The canonical JSON of every field but `chain` (what the chain hashes)."""
-        data = asdict(self)
+        data = self._fields()
         del data["chain"]
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def chained(self, previous: str) -> SealedFile:
         """This entry with its `chain` computed from the previous line's."""
         digest = hashlib.sha256(f"{previous}\n{self.body()}".encode()).hexdigest()
-        return SealedFile(self.path, self.size, self.rows, self.sha256, self.sealed_at, digest)
+        return replace(self, chain=digest)
 
     def line(self) -> str:
         """The manifest line (JSON, fields in a fixed order, newline-terminated)."""
-        return json.dumps(asdict(self), separators=(",", ":")) + "\n"
+        return json.dumps(self._fields(), separators=(",", ":")) + "\n"
 
 
 def _hidden(part: str) -> bool:
@@ -195,6 +213,9 @@ def read_manifest(root: Path) -> list[SealedFile]:
                     str(data["sha256"]),
                     str(data["sealed_at"]),
                     str(data["chain"]),
+                    str(data.get("replaces", "")),
+                    str(data.get("erasure", "")),
+                    int(data.get("removed_rows", 0)),
                 )
             )
         except (ValueError, KeyError, TypeError) as exc:
@@ -236,29 +257,34 @@ def seal(root: Path) -> SealResult:
     root.mkdir(parents=True, exist_ok=True)
     with (root / MANIFEST).open("a", encoding="utf-8") as manifest:
         fcntl.flock(manifest, fcntl.LOCK_EX)
-        entries = read_manifest(root)
-        known = {e.path for e in entries}
-        # Taken before listing: every file committed at this instant is in the listing.
-        sealed_at = _now()
-        previous = chain_head(entries)
-        sealed: list[SealedFile] = []
-        skipped: list[str] = []
-        for path in committed_files(root):
-            rel = _rel(root, path)
-            if rel in known:
-                continue
-            try:
-                rows = parquet_rows(path)
-            except ArchiveError:
-                skipped.append(rel)
-                continue
-            entry = SealedFile(rel, path.stat().st_size, rows, sha256_file(path), sealed_at)
-            entry = entry.chained(previous)
-            previous = entry.chain
-            manifest.write(entry.line())
-            sealed.append(entry)
-        manifest.flush()
-        os.fsync(manifest.fileno())
+        return _seal_locked(root, manifest)
+
+
+def _seal_locked(root: Path, manifest: IO[str]) -> SealResult:
+    """`seal`, with the manifest open for appending and locked."""
+    entries = read_manifest(root)
+    known = {e.path for e in entries}
+    # Taken before listing: every file committed at this instant is in the listing.
+    sealed_at = _now()
+    previous = chain_head(entries)
+    sealed: list[SealedFile] = []
+    skipped: list[str] = []
+    for path in committed_files(root):
+        rel = _rel(root, path)
+        if rel in known:
+            continue
+        try:
+            rows = parquet_rows(path)
+        except ArchiveError:
+            skipped.append(rel)
+            continue
+        entry = SealedFile(rel, path.stat().st_size, rows, sha256_file(path), sealed_at)
+        entry = entry.chained(previous)
+        previous = entry.chain
+        manifest.write(entry.line())
+        sealed.append(entry)
+    manifest.flush()
+    os.fsync(manifest.fileno())
     return SealResult(sealed, skipped, previous)
 
 
@@ -286,6 +312,8 @@ class VerifyResult:
     manifest: list[str] = field(default_factory=list)
     head: str = GENESIS
     strict: bool = False
+    #: Sealed files an erasure rewrote (their replacement lines match them).
+    replaced: int = 0
 
     @property
     def ok(self) -> bool:
@@ -303,17 +331,31 @@ def _parse_time(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def _check_chain(entries: list[SealedFile], result: VerifyResult) -> None:
+def _check_chain(entries: list[SealedFile], result: VerifyResult) -> dict[str, SealedFile]:
+    """Check the chain; return each path's last line.
+
+    A path may come back only as an erasure's replacement of the bytes sealed before.
+    """
     previous = GENESIS
-    seen: set[str] = set()
+    last: dict[str, SealedFile] = {}
     for number, entry in enumerate(entries, start=1):
         expected = entry.chained(previous).chain
         if entry.chain != expected:
             result.manifest.append(f"line {number} ({entry.path}): chain hash does not match")
-        if entry.path in seen:
+        before = last.get(entry.path)
+        if before is not None and not entry.erasure:
             result.manifest.append(f"line {number}: {entry.path} is sealed twice")
-        seen.add(entry.path)
+        elif before is None and entry.erasure:
+            result.manifest.append(f"line {number}: {entry.path} replaces a file never sealed")
+        elif before is not None and entry.replaces != before.sha256:
+            result.manifest.append(
+                f"line {number}: {entry.path} replaces other bytes than the ones sealed before"
+            )
+        if entry.erasure and before is not None:
+            result.replaced += 1
+        last[entry.path] = entry
         previous = entry.chain
+    return last
 
 
 def verify(root: Path, *, strict: bool = False, expected_head: str | None = None) -> VerifyResult:
@@ -327,10 +369,10 @@ def verify(root: Path, *, strict: bool = False, expected_head: str | None = None
     """
     entries = read_manifest(root)
     result = VerifyResult(head=chain_head(entries), strict=strict)
-    _check_chain(entries, result)
+    latest = _check_chain(entries, result)
     if expected_head and expected_head not in {e.chain for e in entries} | {GENESIS}:
         result.manifest.append(f"the manifest does not contain the chain head {expected_head}")
-    for entry in entries:
+    for entry in latest.values():
         path = root / entry.path
         if not path.is_file():
             result.missing.append(entry.path)
@@ -342,7 +384,7 @@ def verify(root: Path, *, strict: bool = False, expected_head: str | None = None
             result.changed[entry.path] = "SHA-256 differs from the sealed one"
         else:
             result.checked += 1
-    sealed = {e.path for e in entries}
+    sealed = set(latest)
     last_seal = max((_parse_time(e.sealed_at) for e in entries), default=None)
     for path in committed_files(root):
         rel = _rel(root, path)
@@ -354,4 +396,143 @@ def verify(root: Path, *, strict: bool = False, expected_head: str | None = None
             result.unsealed.append(rel)
         else:
             result.pending.append(rel)
+    return result
+
+
+# --- erasure -------------------------------------------------------------------------------
+
+
+def in_progress_files(root: Path) -> list[Path]:
+    """The part files the job is writing (hidden until their checkpoint commits them)."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in (root / EVENTS).glob("*/.part-*") if p.is_file())
+
+
+@dataclass(slots=True)
+class ArchiveErasure:
+    """What `erase_rows` did to the archive."""
+
+    files_checked: int = 0
+    files_rewritten: int = 0
+    rows_removed: int = 0
+    #: Files the job was writing when the erasure began (waited for, then checked).
+    in_progress_at_start: int = 0
+    #: Files the job was writing when the erasure began, not committed within its wait
+    #: (a stopped job's pending files, or leftovers of a crashed attempt): not checked.
+    still_in_progress: list[str] = field(default_factory=list)
+
+
+def _account_rows(path: Path, account: str) -> int:
+    import pyarrow.compute as pc  # noqa: PLC0415 - keep `meterstream --help` fast
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    column = pq.ParquetFile(path).read(columns=["account_id"]).column("account_id")
+    return int(pc.sum(pc.equal(column, account)).as_py() or 0)
+
+
+def _without(path: Path, account: str, out: Path) -> int:
+    """Write `path`'s rows but `account`'s to `out` (same schema, the job's format options)."""
+    import pyarrow.compute as pc  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    table = pq.ParquetFile(path).read()
+    keep = pc.invert(pc.fill_null(pc.equal(table["account_id"], account), False))
+    kept = table.filter(keep)
+    # As the job writes them (meterstream/flink/archive.py): ZSTD, no dictionaries, v1 pages,
+    # millisecond timestamps not adjusted to UTC (the wall clock of UTC).
+    pq.write_table(kept, out, compression="zstd", use_dictionary=False, data_page_version="1.0")
+    with out.open("rb") as f:
+        os.fsync(f.fileno())
+    return table.num_rows - kept.num_rows
+
+
+def _replace_sealed(
+    manifest: IO[str],
+    last: dict[str, SealedFile],
+    head: str,
+    path: Path,
+    new: Path,
+    *,
+    rel: str,
+    erasure: str,
+    removed: int,
+) -> SealedFile:
+    """Put `new` in `path`'s place and seal it as the erasure's replacement.
+
+    The line names the bytes sealed before (`last[rel]`) and is chained to `head`; the
+    manifest is open and locked.
+    """
+    old = last.get(rel)
+    if old is None or sha256_file(path) != old.sha256:
+        new.unlink(missing_ok=True)
+        msg = f"{rel} changed since it was sealed: run `meterstream archive verify`"
+        raise ArchiveError(msg)
+    os.replace(new, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    entry = SealedFile(
+        rel,
+        path.stat().st_size,
+        parquet_rows(path),
+        sha256_file(path),
+        _now(),
+        replaces=old.sha256,
+        erasure=erasure,
+        removed_rows=removed,
+    ).chained(head)
+    manifest.write(entry.line())
+    manifest.flush()
+    os.fsync(manifest.fileno())
+    return entry
+
+
+def erase_rows(
+    root: Path, account: str, *, erasure: str, wait_s: float, poll_s: float = 1.0
+) -> ArchiveErasure:
+    """Rewrite every committed file that holds `account`'s rows without them, sealed again.
+
+    The job keeps writing meanwhile: files it commits during the erasure are checked too, and
+    the erasure waits up to `wait_s` for the files it was writing when the erasure began to be
+    committed (a checkpoint or two), so that rows already on their way are erased as well. The
+    manifest stays locked throughout (a concurrent `seal` waits).
+    """
+    result = ArchiveErasure()
+    if not root.is_dir():
+        return result
+    waiting = set(in_progress_files(root))
+    result.in_progress_at_start = len(waiting)
+    checked: set[str] = set()
+    deadline = time.monotonic() + wait_s
+    with (root / MANIFEST).open("a", encoding="utf-8") as manifest:
+        fcntl.flock(manifest, fcntl.LOCK_EX)
+        while True:
+            # Every committed file is sealed before it is read, so its replacement names the
+            # bytes that were sealed.
+            head = _seal_locked(root, manifest).head
+            last = {e.path: e for e in read_manifest(root)}
+            for path in committed_files(root):
+                rel = _rel(root, path)
+                if rel in checked:
+                    continue
+                checked.add(rel)
+                if _account_rows(path, account) == 0:
+                    continue
+                new = path.with_name(f".erasing-{path.name}")
+                removed = _without(path, account, new)
+                entry = _replace_sealed(
+                    manifest, last, head, path, new, rel=rel, erasure=erasure, removed=removed
+                )
+                last[rel], head = entry, entry.chain
+                result.files_rewritten += 1
+                result.rows_removed += removed
+            waiting = {p for p in waiting if p.exists()}
+            if not waiting or time.monotonic() >= deadline:
+                break
+            time.sleep(poll_s)
+    result.files_checked = len(checked)
+    result.still_in_progress = sorted(_rel(root, p) for p in waiting)
     return result

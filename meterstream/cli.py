@@ -20,6 +20,7 @@ from meterstream.bench.cli import bench
 from meterstream.billing_cli import periods, time_zone_app
 from meterstream.cluster_cli import PASS_THROUGH, cluster_down, cluster_up, submit, upgrade
 from meterstream.config import env_names, load_settings
+from meterstream.corrections.cli import audit, corrections_app, erase
 from meterstream.errors import MeterstreamError
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -295,3 +296,7 @@ app.command("submit", context_settings=PASS_THROUGH)(submit)
 app.command("upgrade", context_settings=PASS_THROUGH)(upgrade)
 # Recalculation of a billing period from the audit archive (meterstream/archive_cli.py).
 app.command("recalculate")(recalculate)
+# Corrections, the audit trail and erasure (meterstream/corrections/cli.py).
+app.add_typer(corrections_app, name="corrections")
+app.command("audit")(audit)
+accounts.command("erase")(erase)

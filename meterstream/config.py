@@ -239,6 +239,21 @@ class AlertsSettings:
         return out
 
 
+#: What an erasure does with the account's billing figures (docs/corrections.md).
+ERASURE_FIGURES = ("keep", "pseudonymise", "delete")
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureSettings:
+    """Erasure of an account's personal data (`meterstream accounts erase`)."""
+
+    #: The account's figures (and recalculation records): kept as they are, kept under a
+    #: pseudonym (invoices stay reproducible), or deleted.
+    figures: str = "pseudonymise"
+    #: How long an erasure waits for archive files the job is writing to be committed.
+    wait_seconds: int = 30
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """All of meterstream's settings."""
@@ -248,6 +263,7 @@ class Settings:
     flink: FlinkSettings = field(default_factory=FlinkSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
+    erasure: ErasureSettings = field(default_factory=ErasureSettings)
     #: Project-local directory for the local stack: jars, data, logs, pid files, checkpoints.
     stack_dir: Path = PROJECT_ROOT / ".stack"
     schemas_dir: Path = PROJECT_ROOT / "schemas"
@@ -287,6 +303,10 @@ class Settings:
             problems.append("kafka.topics.partitions must be >= 1")
         problems += self.api.problems()
         problems += self.alerts.problems()
+        if self.erasure.figures not in ERASURE_FIGURES:
+            problems.append(f"erasure.figures must be one of {', '.join(ERASURE_FIGURES)}")
+        if self.erasure.wait_seconds < 0:
+            problems.append("erasure.wait_seconds must be >= 0")
         if problems:
             raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
 

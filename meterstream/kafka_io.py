@@ -16,10 +16,12 @@ def produce(
     topic: str,
     records: Iterable[Record],
     positions: list[tuple[int, int]] | None = None,
+    timeout_s: float = 60,
 ) -> int:
     """Produce `records` to `topic` and wait until every one is acknowledged; return the count.
 
     `positions`, if given, receives the (partition, offset) of every record Kafka stored.
+    Raises StackError if any record is not acknowledged within `timeout_s`.
     """
     producer = Producer(
         {
@@ -28,6 +30,7 @@ def produce(
             "acks": "all",
             "linger.ms": 20,
             "compression.type": "lz4",
+            "message.timeout.ms": int(timeout_s * 1000),
         }
     )
     failures: list[str] = []
@@ -48,7 +51,7 @@ def produce(
                 producer.poll(0.1)
         count += 1
         producer.poll(0)
-    remaining = producer.flush(60)
+    remaining = producer.flush(timeout_s + 5)
     if remaining or failures:
         msg = f"{remaining} records unacknowledged, {len(failures)} failed: {failures[:3]}"
         raise StackError(msg)

@@ -4,7 +4,9 @@
 for its scope, runs `jobs/recalculate_period.py` (Flink, batch) into it, then replaces the
 scope's rows of `usage_aggregates` in one transaction, recording every difference in
 `aggregate_changes` and the run in `recalculation_runs`. Rows whose figures are equal are not
-touched, so a second run changes nothing.
+touched, so a second run changes nothing. The corrections in force (docs/corrections.md) are
+applied: the batch job voids and amends the counted events, and the events they take out of a
+figure are not counted as losses.
 """
 
 from __future__ import annotations
@@ -193,6 +195,11 @@ class RecalcResult:
 
 
 _SCOPE = "period_start = %(period)s AND (%(account)s::text IS NULL OR account_id = %(account)s)"
+#: Erased accounts' figures are left as the erasure left them: their events are gone.
+_NOT_ERASED = (
+    "account_id NOT IN (SELECT pseudonym FROM erased_accounts UNION ALL"
+    " SELECT kept_account_id FROM erased_accounts WHERE kept_account_id IS NOT NULL)"
+)
 #: The columns a recalculation compares: any difference is a change.
 _FIGURES = (
     "aggregation",
@@ -208,9 +215,9 @@ _KEY = ("account_id", "meter", "period_start", "dimensions")
 DIFF = f"""
 CREATE TEMPORARY TABLE recalc_diff ON COMMIT DROP AS
 WITH old AS (
-  SELECT * FROM usage_aggregates WHERE {_SCOPE} FOR UPDATE
+  SELECT * FROM usage_aggregates WHERE {_SCOPE} AND {_NOT_ERASED} FOR UPDATE
 ), new AS (
-  SELECT * FROM {STAGING} WHERE {_SCOPE}
+  SELECT * FROM {STAGING} WHERE {_SCOPE} AND {_NOT_ERASED}
 )
 SELECT coalesce(n.account_id, o.account_id) AS account_id,
        coalesce(n.meter, o.meter) AS meter,
@@ -269,12 +276,27 @@ def _params(scope: RecalcScope) -> dict[str, Any]:
     return {"period": scope.period_start, "account": scope.account_id}
 
 
-def _losses(changes: list[Change]) -> list[Change]:
-    """Rows that would count fewer events: the archive lacks events the figures counted."""
+#: Per figure of the scope, how many counted events the corrections in force take out of it
+#: (voided, or amended into another segment): a recalculation may count that many fewer.
+CORRECTED_OUT = """
+SELECT account_id, meter, dimensions, count(*) AS events
+FROM effective_corrections
+WHERE period_start = %(period)s AND (%(account)s::text IS NULL OR account_id = %(account)s)
+  AND (action = 'void' OR new_dimensions IS DISTINCT FROM dimensions)
+GROUP BY account_id, meter, dimensions
+"""
+
+
+def _losses(changes: list[Change], corrected_out: dict[tuple[str, str, str], int]) -> list[Change]:
+    """Rows that would count fewer events than corrections explain.
+
+    Such a row means the archive lacks events the figures counted.
+    """
     return [
         c
         for c in changes
-        if c.change == "removed" or (c.new_event_count or 0) < (c.old_event_count or 0)
+        if (c.new_event_count or 0)
+        < (c.old_event_count or 0) - corrected_out.get((c.account_id, c.meter, c.dimensions), 0)
     ]
 
 
@@ -293,7 +315,8 @@ def apply_recalculation(
 
     `conn` is an autocommit psycopg connection with client-side binding (`ClientCursor`).
 
-    Late events only ever add events to a figure. A row that would lose events (or vanish)
+    Late events only ever add events to a figure, and corrections take out at most the events
+    they void or move. A row that would lose more events (or vanish)
     means the archive misses some of what was counted (it was started after the period began,
     or files were removed), so the whole run is refused unless `force`.
 
@@ -311,7 +334,11 @@ def apply_recalculation(
             " ORDER BY account_id, meter, dimensions"
         ).fetchall()
         changes = [Change(*row) for row in rows]
-        losses = _losses(changes)
+        corrected_out = {
+            (account, meter, dimensions): events
+            for account, meter, dimensions, events in conn.execute(CORRECTED_OUT, params)
+        }
+        losses = _losses(changes, corrected_out)
         if losses and not force:
             shown = "\n  ".join(
                 f"{c.account_id} {c.meter} {c.dimensions or '-'}: "
@@ -406,6 +433,28 @@ def run_batch_job(
         raise RecalculationError(msg)
 
 
+def _refuse_erased(settings: Settings, account: str) -> None:
+    """Refuse to recalculate an erased account: its events are no longer in the archive."""
+    import psycopg  # noqa: PLC0415
+
+    from meterstream.corrections.erasure import erased  # noqa: PLC0415
+
+    with psycopg.connect(settings.postgres.conninfo) as conn:
+        row = erased(conn, account)
+    if row is not None:
+        kept = {
+            "keep": "are kept as they were",
+            "pseudonymise": f"are kept under the pseudonym {row['pseudonym']}",
+            "delete": "were deleted",
+        }[row["figures"]]
+        msg = (
+            f"account {account} was erased on {row['last_erased_at']:%Y-%m-%d}: its events are "
+            f"no longer in the audit archive, so its periods cannot be recalculated (its figures "
+            f"{kept})"
+        )
+        raise RecalculationError(msg)
+
+
 def recalculate(
     settings: Settings,
     scope: RecalcScope,
@@ -428,6 +477,8 @@ def recalculate(
     """
     import psycopg  # noqa: PLC0415 - keep `meterstream --help` fast
 
+    if scope.account_id is not None:
+        _refuse_erased(settings, scope.account_id)
     if not archive_dir.is_dir():
         msg = f"there is no audit archive at {archive_dir} (the job writes it; see --archive-dir)"
         raise RecalculationError(msg)

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from meterstream.api import alerts, health, ingest, reads, uploads
+from meterstream.api import alerts, corrections, health, ingest, reads, uploads
 from meterstream.api.auth import Authenticator
 from meterstream.api.context import AccountDirectory, ApiContext
 from meterstream.api.errors import ApiError, ErrorCode, handle_api_error
@@ -33,6 +33,7 @@ from meterstream.api.producer import EventProducer
 from meterstream.api.ratelimit import RateLimiter
 from meterstream.api.store import Store
 from meterstream.config import Settings
+from meterstream.corrections.outbox import Relay
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +137,17 @@ def create_app(
     stale = settings.api.max_staleness_seconds
     quota = QuotaKeeper(store, watch, stale)
     metrics.watch_postgres(lambda: watch.up, lambda: quota.unreconciled)
+    # Corrections recorded but not yet acknowledged by Kafka are retried from here.
+    relay = Relay(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await store.open()
+        relay.start()
         try:
             yield
         finally:
+            await relay.stop()
             await watch.close()
             await _reconcile_before_exit(quota)
             await store.close()
@@ -175,7 +180,7 @@ def create_app(
     app.add_exception_handler(psycopg.OperationalError, _database_down)
     app.add_exception_handler(psycopg_pool.PoolTimeout, _database_down)
     app.add_exception_handler(psycopg.DataError, _bad_data)
-    for module in (ingest, uploads, reads, health, alerts):
+    for module in (ingest, uploads, reads, health, alerts, corrections):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -33,6 +33,8 @@ class Scope(StrEnum):
     #: Alert rules, webhook endpoints, notifications and the delivery log (meterstream.api.alerts).
     ALERTS_WRITE = "alerts:write"
     ALERTS_READ = "alerts:read"
+    #: Void and amend counted events of the organisation's accounts (meterstream.api.corrections).
+    USAGE_CORRECT = "usage:correct"
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,17 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "RATE_LIMITED"
     KAFKA_UNAVAILABLE = "KAFKA_UNAVAILABLE"
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+    # Corrections and erasure (meterstream.api.corrections, docs/corrections.md):
+    #: The event to correct was never counted (not archived, late, or a repeat of another).
+    NOT_COUNTED = "NOT_COUNTED"
+    #: The event is voided already; nothing can follow a void.
+    ALREADY_VOIDED = "ALREADY_VOIDED"
+    #: The new content breaks a rule of amends (same key, meter and period; passes the rules).
+    INVALID_AMENDMENT = "INVALID_AMENDMENT"
+    #: The account's personal data was erased.
+    ACCOUNT_ERASED = "ACCOUNT_ERASED"
+    #: There is no audit archive (or another stack's) to tell what was counted.
+    NO_ARCHIVE = "NO_ARCHIVE"
 
 
 class ApiError(Exception):

@@ -3,8 +3,10 @@
 The figures come from the streaming job's own SQL (`sqlgen.aggregate_sql`); only the dedup
 differs in form: in batch, the first arrival of each (account, idempotency key) is the one with
 the lowest offset in its Kafka partition, the order the streaming job saw them in (see
-FIRST_ARRIVALS). Meters the archive holds but `schemas/` no longer defines keep the
-aggregation they were archived with (`retired`).
+FIRST_ARRIVALS). Then the corrections in force (docs/corrections.md) apply to those first
+arrivals: voided keys are left out, amended ones take their new content (CORRECTED). Meters the
+archive holds but `schemas/` no longer defines keep the aggregation they were archived with
+(`retired`).
 
 A batch job fails fast: at most `BATCH_RESTARTS` restarts, then the error reaches the caller.
 """
@@ -46,7 +48,7 @@ STREAMING_ONLY = (
 #: this picks each partition's first, then the earliest of those by broker timestamp.
 FIRST_ARRIVALS = """
 CREATE TEMPORARY VIEW first_arrivals AS
-SELECT account_id, meter, aggregation, event_time_ms,
+SELECT account_id, dedup_key, meter, aggregation, event_time_ms,
        TO_TIMESTAMP_LTZ(event_time_ms, 3) AS event_time, period_start, dimensions, quantity,
        unique_value, arrived_at
 FROM (
@@ -68,9 +70,44 @@ FROM (
 WHERE arrival = 1
 """
 
+#: The corrections in force, applied to the first arrivals as the stream's keyed operator does:
+#: a void takes the key's event out, an amend replaces its content but keeps its arrival time.
+CORRECTED = """
+CREATE TEMPORARY VIEW counted_events AS
+SELECT f.account_id, f.meter, f.aggregation,
+       TO_TIMESTAMP_LTZ(CASE WHEN c.action = 'amend' THEN c.new_event_time_ms
+                             ELSE f.event_time_ms END, 3) AS event_time,
+       CASE WHEN c.action = 'amend' THEN c.new_event_time_ms ELSE f.event_time_ms END
+         AS event_time_ms,
+       CASE WHEN c.action = 'amend' THEN c.period_start ELSE f.period_start END AS period_start,
+       CASE WHEN c.action = 'amend' THEN c.new_dimensions ELSE f.dimensions END AS dimensions,
+       CASE WHEN c.action = 'amend' THEN c.new_quantity ELSE f.quantity END AS quantity,
+       CASE WHEN c.action = 'amend' THEN c.new_unique_value ELSE f.unique_value END
+         AS unique_value,
+       f.arrived_at
+FROM first_arrivals AS f
+LEFT JOIN period_corrections AS c ON f.account_id = c.account_id AND f.dedup_key = c.dedup_key
+WHERE c.action IS NULL OR c.action <> 'void'
+"""
+UNCORRECTED = """
+CREATE TEMPORARY VIEW counted_events AS SELECT * FROM first_arrivals
+"""
+
+#: `effective_corrections` (migration 0010) as the JDBC connector reads it.
+CORRECTIONS_COLUMNS = """
+    account_id STRING,
+    dedup_key STRING,
+    action STRING,
+    period_start DATE,
+    new_dimensions STRING,
+    new_quantity DECIMAL(38, 9),
+    new_unique_value STRING,
+    new_event_time_ms BIGINT
+"""
+
 PERIOD_EVENTS = """
 CREATE TEMPORARY VIEW period_events AS
-SELECT * FROM first_arrivals WHERE period_start = DATE '{period_start}'
+SELECT * FROM counted_events WHERE period_start = DATE '{period_start}'
 """
 
 
@@ -123,6 +160,13 @@ def jdbc_staging_ddl(settings: Settings, *, name: str = "usage_aggregates_recalc
     return f"CREATE TEMPORARY TABLE {name} ({tables.USAGE_AGGREGATES_COLUMNS}) WITH (\n{body}\n)"
 
 
+def jdbc_corrections_ddl(settings: Settings, *, name: str = "corrections_in_force") -> str:
+    """PostgreSQL's `effective_corrections` view as a source: the correction in force per key."""
+    options = tables._jdbc(settings, "effective_corrections")  # noqa: SLF001 - same package
+    body = ",\n".join(f"    '{k}' = '{v}'" for k, v in options.items())
+    return f"CREATE TEMPORARY TABLE {name} ({CORRECTIONS_COLUMNS}) WITH (\n{body}\n)"
+
+
 def define_recalculation(
     t_env: TableEnvironment,
     registry: MeterRegistry,
@@ -134,6 +178,7 @@ def define_recalculation(
     arrival_days: tuple[date, date],
     account: str | None = None,
     retired: Mapping[str, Aggregation] | None = None,
+    corrections: str | None = None,
 ) -> StatementSet:
     """Add the views from the archive table `source` to `sink`'s figures for one period.
 
@@ -148,6 +193,7 @@ def define_recalculation(
             that can decide the period's first arrivals (`meterstream.recalc.arrival_days`).
         account: only this account (a literal, never spliced into SQL); None: all accounts.
         retired: archived meters `registry` no longer defines, with their archived kind.
+        corrections: the table of corrections in force (`jdbc_corrections_ddl`); None: none.
     """
     first, last = arrival_days
     scope = t_env.from_path(source).filter(
@@ -157,6 +203,17 @@ def define_recalculation(
         scope = scope.filter(col("account_id") == lit(account))
     t_env.create_temporary_view("archive_scope", scope)
     t_env.execute_sql(FIRST_ARRIVALS)
+    if corrections is None:
+        t_env.execute_sql(UNCORRECTED)
+    else:
+        # A correction keeps its event's period: only the period's corrections can apply.
+        in_force = t_env.from_path(corrections).filter(
+            col("period_start") == lit(period_start.isoformat()).to_date
+        )
+        if account is not None:
+            in_force = in_force.filter(col("account_id") == lit(account))
+        t_env.create_temporary_view("period_corrections", in_force)
+        t_env.execute_sql(CORRECTED)
     t_env.execute_sql(PERIOD_EVENTS.format(period_start=period_start.isoformat()))
     statements = t_env.create_statement_set()
     statements.add_insert_sql(

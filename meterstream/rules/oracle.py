@@ -3,8 +3,9 @@
 Independent of Flink: the first arrival of each (account, idempotency key) counts, a repeat
 with other content is a DUPLICATE_ID_CONFLICT, a first arrival after its period's allowed
 lateness is late (not counted), then one figure per (account, meter, period in the account's
-time zone, segment) is computed with plain Python for each aggregation kind. Tests compare
-PostgreSQL with this.
+time zone, segment) is computed with plain Python for each aggregation kind. Corrections
+(docs/corrections.md) apply to counted first arrivals: a void takes the event out, an amend
+replaces its content. Tests compare PostgreSQL with this.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from meterstream.rules.validate import QUANTITY_SCALE, Validator, ValidEvent
 
 #: (account, meter, period start, dimensions)
 TotalKey = tuple[str, str, date, str]
+#: (account, idempotency key) -> the amended content, or None for a void.
+Corrections = Mapping[tuple[str, str], ValidEvent | None]
 
 
 @dataclass(slots=True)
@@ -80,6 +83,7 @@ def expected_outcome(
     *,
     time_zones: Mapping[str, str] | None = None,
     allowed_lateness: timedelta = DEFAULT_ALLOWED_LATENESS,
+    corrections: Corrections | None = None,
 ) -> Expected:
     """The outcome of `payloads`, in arrival order.
 
@@ -89,6 +93,9 @@ def expected_outcome(
         arrived_at: one arrival time for all (default now), or one per payload.
         time_zones: account -> IANA zone for billing periods (default UTC).
         allowed_lateness: how long after its end a period still takes events.
+        corrections: voids and amends by (account, idempotency key), applied to the key's
+            counted first arrival (its lateness is the first arrival's, its content the
+            amend's); keys that were never counted are left alone.
     """
     items = list(payloads)
     if arrived_at is None or isinstance(arrived_at, datetime):
@@ -96,6 +103,7 @@ def expected_outcome(
     else:
         arrivals = list(arrived_at)
     zones = time_zones or {}
+    corrected = corrections or {}
     first_fingerprint: dict[tuple[str, str], int] = {}
     groups: dict[TotalKey, _Group] = {}
     rejections: list[tuple[int, str]] = []
@@ -120,6 +128,13 @@ def expected_outcome(
         if is_late(result.event_time, arrival, tz, allowed_lateness):
             late.append((index, total_key))
             continue
+        if key in corrected:
+            amended = corrected[key]
+            if amended is None:
+                continue  # voided
+            result = amended
+            period = period_start(result.event_time, tz)
+            total_key = (result.account_id, result.meter, period, result.dimensions)
         groups.setdefault(total_key, _Group(result.aggregation)).events.append(result)
     totals = {key: (group.figure(), len(group.events)) for key, group in groups.items()}
     return Expected(totals, rejections, warnings, late)

@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from meterstream.config import Settings
+from meterstream.corrections.model import Action, Correction, epoch_ms
 from meterstream.flink.launch import start_job
 from meterstream.kafka_io import produce
 from meterstream.rules.oracle import TotalKey
@@ -42,24 +43,28 @@ pytestmark = [pytest.mark.integration, pytest.mark.flink]
 
 
 def message(event: ValidEvent, action: str, amended: ValidEvent | None = None) -> Record:
-    """The corrections topic's record of a void, or an amend to `amended`'s content."""
+    """The corrections topic's record of a void, or an amend to `amended`'s content, as the
+    corrections service publishes it (`Correction.message`)."""
     new = amended if action == "amend" else None
-    body = {
-        "correction_id": str(uuid.uuid4()),
-        "account_id": event.account_id,
-        "dedup_key": event.dedup_key,
-        "action": action,
-        "in_stream": True,
-        "meter": new.meter if new else None,
-        "aggregation": new.aggregation.value if new else None,
-        "period_start": new.period_start.isoformat() if new else None,
-        "dimensions": new.dimensions if new else None,
-        "quantity": format(new.quantity, "f") if new and new.quantity is not None else None,
-        "unique_value": new.unique_value if new else None,
-        "event_time_ms": int(new.event_time.timestamp() * 1000) if new else None,
-        "fingerprint": new.fingerprint if new else None,
-    }
-    return Record(event.account_id.encode(), json.dumps(body).encode())
+    correction = Correction(
+        correction_id=uuid.uuid4(),
+        request_id=uuid.uuid4(),
+        account_id=event.account_id,
+        action=Action(action),
+        dedup_key=event.dedup_key,
+        event_id=event.event_id,
+        meter=event.meter,
+        aggregation=event.aggregation.value,
+        period_start=event.period_start,
+        dimensions=event.dimensions,
+        in_stream=True,
+        new_dimensions=new.dimensions if new else None,
+        new_quantity=new.quantity if new else None,
+        new_unique_value=new.unique_value if new else None,
+        new_event_time_ms=epoch_ms(new.event_time) if new else None,
+        new_fingerprint=new.fingerprint if new else None,
+    )
+    return Record(*correction.message())
 
 
 def amend(raw: bytes, rng: random.Random) -> bytes:

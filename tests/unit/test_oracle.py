@@ -701,3 +701,89 @@ def test_expected_outcome_generated_stream_counts_each_key_once(validator: Valid
         (PERIOD_START - timedelta(days=1)).date().replace(day=1),
         PERIOD_START.date(),
     }
+
+
+def valid(validator: Validator, payload: bytes | str) -> ValidEvent:
+    event = validator.validate(payload, ARRIVED_AT)
+    assert isinstance(event, ValidEvent)
+    return event
+
+
+def test_expected_outcome_void_takes_the_counted_event_out_of_its_figure(
+    validator: Validator,
+) -> None:
+    payloads = [tokens("evt-1", 10), tokens("evt-2", 5), tokens("evt-3", 7, model="large")]
+    voids = {("acct-1", "id:evt-2"): None, ("acct-1", "id:evt-3"): None}
+
+    result = expected_outcome(validator, payloads, ARRIVED_AT, corrections=voids)
+
+    # evt-3's figure had no other event: it is gone.
+    assert result.totals == {("acct-1", "llm_tokens", OCTOBER, SMALL): (Decimal(10), 1)}
+
+
+def test_expected_outcome_amend_replaces_content_and_may_move_the_segment(
+    validator: Validator,
+) -> None:
+    payloads = [tokens("evt-1", 10), tokens("evt-2", 5)]
+    amended = valid(validator, tokens("evt-2", 40, model="large"))
+
+    result = expected_outcome(
+        validator, payloads, ARRIVED_AT, corrections={("acct-1", "id:evt-2"): amended}
+    )
+
+    assert result.totals == {
+        ("acct-1", "llm_tokens", OCTOBER, SMALL): (Decimal(10), 1),
+        ("acct-1", "llm_tokens", OCTOBER, LARGE): (Decimal(40), 1),
+    }
+
+
+def test_expected_outcome_correction_applies_to_the_first_arrival_not_a_repeat(
+    validator: Validator,
+) -> None:
+    # evt-1 arrives twice with other content: the first (10) counts, the repeat is a conflict.
+    payloads = [tokens("evt-1", 10), tokens("evt-1", 99)]
+    amended = valid(validator, tokens("evt-1", 3))
+
+    result = expected_outcome(
+        validator, payloads, ARRIVED_AT, corrections={("acct-1", "id:evt-1"): amended}
+    )
+
+    assert result.totals == {("acct-1", "llm_tokens", OCTOBER, SMALL): (Decimal(3), 1)}
+    assert result.rejections == [(1, "DUPLICATE_ID_CONFLICT")]
+
+
+def test_expected_outcome_corrections_of_late_or_unknown_keys_change_nothing(
+    validator: Validator,
+) -> None:
+    late_arrival = NOV_START + timedelta(hours=73)  # October closed 72 hours after its end
+    payloads = [tokens("evt-1", 10)]
+    corrections = {("acct-1", "id:evt-1"): None, ("acct-1", "id:nope"): None}
+
+    result = expected_outcome(validator, payloads, late_arrival, corrections=corrections)
+
+    assert result.totals == {}
+    assert result.late == [(0, ("acct-1", "llm_tokens", OCTOBER, SMALL))]
+    untouched = expected_outcome(validator, [tokens("evt-2", 4)], ARRIVED_AT, corrections={})
+    assert untouched.totals == {("acct-1", "llm_tokens", OCTOBER, SMALL): (Decimal(4), 1)}
+
+
+def test_expected_outcome_voiding_the_extreme_of_max_and_latest(validator: Validator) -> None:
+    def cores(event_id: str, n: float, moment: datetime) -> str:
+        data = {"cores": n, "region": "eu"}
+        return raw("compute_peak_cores", data, event_id=event_id, account="a", moment=moment)
+
+    def seats(n: int, moment: datetime) -> str:
+        return raw("seats", {"seats": n}, event_id=f"s-{n}", account="a", moment=moment)
+
+    later = OCT_15 + timedelta(hours=1)
+    payloads = [cores("c1", 8.0, OCT_15), cores("c2", 32.0, OCT_15), seats(5, OCT_15)]
+    payloads.append(seats(9, later))
+    late_seat = valid(validator, payloads[3]).dedup_key
+    corrections = {("a", "id:c2"): None, ("a", late_seat): None}
+
+    result = expected_outcome(validator, payloads, ARRIVED_AT, corrections=corrections)
+
+    assert result.totals == {
+        ("a", "compute_peak_cores", OCTOBER, '{"region":"eu"}'): (Decimal("8.000000000"), 1),
+        ("a", "seats", OCTOBER, ""): (Decimal("5.000000000"), 1),
+    }
