@@ -169,6 +169,13 @@ def _page(ctx: ApiContext, limit: int) -> int:
     return limit
 
 
+def _paged(rows: list[dict[str, Any]], limit: int, position: str) -> dict[str, Any]:
+    """A page of `limit` rows (fetched `limit + 1`), its cursor at the last row's `position`."""
+    page = rows[:limit]
+    more = len(rows) > limit and page
+    return {"items": page, "next_cursor": encode_cursor([page[-1][position]]) if more else None}
+
+
 @router.get("/v1/corrections", summary="Your organisation's corrections")
 async def list_corrections(
     request: Request,
@@ -193,9 +200,7 @@ async def list_corrections(
         after_seq=after,
         limit=limit + 1,
     )
-    page = rows[:limit]
-    more = len(rows) > limit and page
-    return {"items": page, "next_cursor": encode_cursor([page[-1]["seq"]]) if more else None}
+    return _paged(rows, limit, "seq")
 
 
 @router.get("/v1/audit", summary="Your organisation's audit trail")
@@ -220,9 +225,7 @@ async def list_audit(
         after_id=after,
         limit=limit + 1,
     )
-    page = rows[:limit]
-    more = len(rows) > limit and page
-    return {"items": page, "next_cursor": encode_cursor([page[-1]["audit_id"]]) if more else None}
+    return _paged(rows, limit, "audit_id")
 
 
 @router.post("/v1/accounts/{account}/erasure", summary="Erase an account's personal data")
