@@ -421,12 +421,8 @@ def _live(ctx: RunContext) -> None:
         run = live.start("live")
         figures = _live_state(ctx, run, backlog)
         _live_freshness(ctx, live, run)
-        if ctx.options.alerts_seconds > 0:
-            try:
-                _live_alerts(ctx, live, run)
-            except Exception as exc:  # noqa: BLE001 - report it, go on to the recovery
-                ctx.results.errors.append(f"alerts latency: {exc}")
-                ctx.say(f"   alerts latency FAILED: {str(exc)[:2000]}")
+        # Read now: the job's REST history keeps only its last checkpoints, and the alerts
+        # phase would push those of the fixed-rate window out of it.
         ctx.results.state = state.with_steady_checkpoints(
             figures,
             state.checkpoint_history(
@@ -435,6 +431,12 @@ def _live(ctx: RunContext) -> None:
                 (live.window_start + ctx.options.fresh_seconds) * 1000,
             ),
         )
+        if ctx.options.alerts_seconds > 0:
+            try:
+                _live_alerts(ctx, live, run)
+            except Exception as exc:  # noqa: BLE001 - report it, go on to the recovery
+                ctx.results.errors.append(f"alerts latency: {exc}")
+                ctx.say(f"   alerts latency FAILED: {str(exc)[:2000]}")
         if ctx.options.recovery:
             _live_recovery(ctx, live, run)
     finally:
