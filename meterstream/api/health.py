@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from meterstream.api.auth import Principal, Scope
 from meterstream.api.context import authorize, context
 from meterstream.config import Settings
+from meterstream.stack.kafka import admin_config
 
 router = APIRouter(tags=["health"])
 
@@ -82,7 +83,8 @@ def kafka_report(settings: Settings) -> dict[str, Any]:
     """Broker reachability, the raw topic, the job's consumer lag, last-minute counts."""
     topics = settings.kafka.topics
     try:
-        metadata = AdminClient(_kafka_client(settings)).list_topics(timeout=2)
+        admin = AdminClient(admin_config(settings) | _kafka_client(settings))
+        metadata = admin.list_topics(timeout=2)
     except Exception as exc:  # noqa: BLE001 - any failure is "not reachable"
         return {"ok": False, "error": str(exc)}
     if topics.raw not in metadata.topics:

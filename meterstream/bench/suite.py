@@ -26,6 +26,7 @@ from meterstream.bench.jobwrap import WHAT_IF_ENV
 from meterstream.config import PROJECT_ROOT, Settings
 from meterstream.flink.launch import JobOptions, latest_checkpoint
 from meterstream.meters.registry import MeterRegistry, load_registry
+from meterstream.stack.kafka import admin_config
 
 Say = Callable[[str], None]
 #: The live backlog is what the job drains in this share of the drain time box.
@@ -139,7 +140,7 @@ def create_topics(settings: Settings, raw: str, rejected: str | None) -> None:
     """The run's topics; the raw one stamps records with the broker's append time."""
     from confluent_kafka.admin import AdminClient, NewTopic  # noqa: PLC0415
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    admin = AdminClient(admin_config(settings))
     topics = [
         NewTopic(
             raw,
@@ -158,7 +159,7 @@ def delete_topics(settings: Settings, names: list[str]) -> None:
     """Delete the run's topics so the disk does not fill."""
     from confluent_kafka.admin import AdminClient  # noqa: PLC0415
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    admin = AdminClient(admin_config(settings))
     for future in admin.delete_topics(names, operation_timeout=60).values():
         with contextlib.suppress(Exception):  # best effort; the topic may not exist
             future.result()

@@ -206,7 +206,9 @@ def special_records(prefix: str, now: datetime) -> dict[str, tuple[Record, int |
     return out
 
 
-@pytest.fixture(scope="session")
+# Package scope: the job stops after the last test of tests/corrections, not at the end of the
+# session (it would keep running, and reading a broker other tests restart, through all of them).
+@pytest.fixture(scope="package")
 def corrections_run(
     stack: Settings, validator: Validator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[CorrectionsRun]:

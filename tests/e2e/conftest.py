@@ -10,7 +10,7 @@ from meterstream.config import Settings
 from meterstream.stack import flink
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster(stack: Settings) -> Iterator[Settings]:
     """A session cluster (one TaskManager, two slots) on the local stack; stopped at the end
     if this fixture started it."""

@@ -48,6 +48,9 @@ def test_ctrl_c_stops_the_job_says_how_to_resume_and_removes_its_temp_files(
     argv = options.argv()
     pid, fd = pty.fork()
     if pid == 0:  # the job, on a terminal of its own
+        # As a terminal's shell starts it: a test run started in the background (`cmd &` in a
+        # script) ignores SIGINT, and an ignored signal stays ignored across exec.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.execve(argv[0], argv, env)  # noqa: S606 - the job's own interpreter and script
     try:
         temp_dir = stack.stack_dir / "job-tmp" / f"job-{pid}"
