@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,6 +29,12 @@ def sleeper() -> Iterator[Callable[[Path], int]]:
     def start(named: Path) -> int:
         code = "import time; time.sleep(60)"
         procs.append(subprocess.Popen([sys.executable, "-c", code, str(named)]))
+        # Popen can return a moment before /proc/<pid>/cmdline shows the new command line
+        # (a CI run once saw the directory removed): wait until it names the path.
+        cmdline = Path(f"/proc/{procs[-1].pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while str(named).encode() not in cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
         return procs[-1].pid
 
     yield start
