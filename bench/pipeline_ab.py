@@ -122,6 +122,24 @@ def dump_outputs(settings: Settings, prefix: str, out: Path) -> None:
     print(f"dumped {len(figures):,} figures and {len(log):,} log rows to {out}")
 
 
+def drain(
+    settings: Settings, args: argparse.Namespace, topic: dict[str, int | str]
+) -> pipeline.Throughput:
+    """One run of the job over the whole topic (time-boxed by --window), and its figures."""
+    prefix, records = str(topic["prefix"]), int(topic["records"])
+    run = pipeline.run_bounded(
+        settings,
+        job=args.job,
+        topic=f"{prefix}-raw",
+        rejected_topic=f"{prefix}-rejected",
+        records=records,
+        parallelism=args.parallelism,
+        workdir=STATE_DIR / "work",
+        window_s=args.window,
+    )
+    return pipeline.measure(run, args.job, args.parallelism, records)
+
+
 def interleaved(
     settings: Settings,
     args: argparse.Namespace,
@@ -143,17 +161,7 @@ def interleaved(
         for variant in ("without", "with") if pair % 2 == 0 else ("with", "without"):
             pipeline.clear_outputs(settings, prefix, f"{prefix}-raw")
             before(variant)
-            run = pipeline.run_bounded(
-                settings,
-                job=args.job,
-                topic=f"{prefix}-raw",
-                rejected_topic=f"{prefix}-rejected",
-                records=int(topic["records"]),
-                parallelism=args.parallelism,
-                workdir=STATE_DIR / "work",
-                window_s=args.window,
-            )
-            figures = pipeline.measure(run, args.job, args.parallelism, int(topic["records"]))
+            figures = drain(settings, args, topic)
             rates[variant].append(figures.steady_events_per_s)
             print(
                 f"{variant:>7} {what}: {figures.steady_events_per_s:,.0f} events/s steady,"
@@ -263,17 +271,7 @@ def main() -> None:
         threading.Thread(
             target=profile_later, args=(args.profile, args.ap_loader, after), daemon=True
         ).start()
-    run = pipeline.run_bounded(
-        settings,
-        job=args.job,
-        topic=f"{prefix}-raw",
-        rejected_topic=f"{prefix}-rejected",
-        records=int(topic["records"]),
-        parallelism=args.parallelism,
-        workdir=STATE_DIR / "work",
-        window_s=args.window,
-    )
-    figures = pipeline.measure(run, args.job, args.parallelism, int(topic["records"]))
+    figures = drain(settings, args, topic)
     print(
         f"{args.job} p={args.parallelism}: {figures.steady_events_per_s:,.0f} events/s steady,"
         f" {figures.records:,} records, time-boxed {figures.time_boxed},"

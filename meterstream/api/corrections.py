@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from meterstream.api.auth import Principal, Scope
 from meterstream.api.context import ApiContext, authorize, context
 from meterstream.api.errors import ApiError, ErrorCode
-from meterstream.api.reads import decode_cursor, encode_cursor
+from meterstream.api.reads import decode_cursor, encode_cursor, usage_reader
 from meterstream.corrections.model import CorrectionError, Refusal
 from meterstream.errors import MeterstreamError
 
@@ -44,13 +44,8 @@ async def corrector(request: Request) -> Principal:
     return await authorize(request, Scope.USAGE_CORRECT)
 
 
-async def reader(request: Request) -> Principal:
-    """The caller, who must hold `usage:read`."""
-    return await authorize(request, Scope.USAGE_READ)
-
-
 Corrector = Annotated[Principal, Depends(corrector)]
-Reader = Annotated[Principal, Depends(reader)]
+Reader = Annotated[Principal, Depends(usage_reader)]
 Reason = Annotated[str, Field(min_length=1, max_length=1000, description="why; kept forever")]
 
 
